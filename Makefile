@@ -1,0 +1,35 @@
+# The two commands of the project (see README.md):
+#   make figures   execute every notebook under notebooks/ and write figures/   (PROFILE=ci|paper)
+#   make test      unit tests + nbval over the executed notebooks
+# Each creates .venv and installs the pinned environment when it is missing or out of date.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ufm-installed
+PROFILE ?= ci
+
+.PHONY: figures test setup bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,data]'
+	# animal-mnist's own loader imports TensorFlow: install its data files only
+	$(PY) -m pip install -q -c constraints.txt --no-deps animal-mnist
+	touch $@
+
+setup: $(STAMP)
+
+figures: $(STAMP)
+	$(PY) scripts/run_notebooks.py --profile $(PROFILE)
+
+test: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+bench: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider benchmarks --benchmark-only -q
+	$(PY) benchmarks/bench_solvers.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ufm.losses.base import LOSSES, HarnessLoss, get_loss, register_loss
+from ufm.losses.base import LOSSES, HarnessLoss, ModelOutput, get_loss, register_loss
 
 for _mod in pkgutil.iter_modules(__path__):
     if _mod.name != "base" and not _mod.name.startswith("_"):
@@ -15,4 +15,4 @@ for _mod in pkgutil.iter_modules(__path__):
 for _cls in LOSSES.values():
     globals()[_cls.__name__] = _cls
 
-__all__ = ["LOSSES", "HarnessLoss", "get_loss", "register_loss", *(c.__name__ for c in LOSSES.values())]
+__all__ = ["LOSSES", "HarnessLoss", "ModelOutput", "get_loss", "register_loss", *(c.__name__ for c in LOSSES.values())]

@@ -17,10 +17,26 @@ The harness (``ufm.train``) talks to a registered loss through :class:`HarnessLo
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
+
+
+@dataclass
+class ModelOutput:
+    """What every model of the project (and the free-features model of the UFM) returns.
+
+    features: (N, d) embedding (after the optional final ReLU), or (N, V, d) for V views.
+    logits: (N, k) scores of the final linear classifier ``model.classifier`` (None if the model has none).
+    activations: named intermediate maps, e.g. ``{"layer4": (B, F, H, W)}``.
+    """
+
+    features: torch.Tensor
+    logits: torch.Tensor | None = None
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+
 
 LOSSES: dict[str, type] = {}
 

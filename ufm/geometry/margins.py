@@ -1,0 +1,197 @@
+"""Margins of a linear classifier on features, class spread, and a multiclass margin bound.
+
+Conventions: a linear head scores ``z = W f + b`` with ``W`` of shape ``(k, d)`` (rows ``w_j``) and
+``b`` of shape ``(k,)``. For classes ``y != j`` the signed distance of a point ``x`` to the ``y/j``
+decision boundary is
+
+    d_yj(x) = ((w_y - w_j)^T x + b_y - b_j) / ||w_y - w_j||_2 ,
+
+an affine function of ``x`` whose gradient has unit norm, hence 1-Lipschitz. The *geometric margin*
+of ``(x, y)`` is ``gamma(x, y) = min_{j != y} d_yj(x)`` (positive iff ``y`` is the strict argmax of
+``z``); the *score margin* is ``rho(x, y) = z_y - max_{j != y} z_j`` (what margin bounds use).
+
+The bound (:func:`multiclass_margin_bound`) is the multiclass Rademacher margin bound of
+Koltchinskii & Panchenko (2002) in the form with a linear dependence on the number of classes
+(Kuznetsov, Mohri & Syed 2015, Thm 1; Mohri, Rostamizadeh & Talwalkar, *Foundations of Machine
+Learning*, 2nd ed. 2018, Thm 9.2), empirical-Rademacher version, for linear heads
+``{(x, y) -> w_y^T phi'(x) : max_y ||w_y|| <= Lambda}`` on ``phi'(x) = (phi(x), 1)`` (bias folded in):
+with probability at least ``1 - delta`` over an i.i.d. sample of size ``m``, for every such head,
+
+    R(h) <= Rhat_rho(h) + (4 k / rho) * Lambda * sqrt(sum_i ||phi'(x_i)||^2) / m
+            + 3 sqrt(log(2 / delta) / (2 m)),
+
+where ``Rhat_rho`` is the empirical ramp loss ``mean min(1, max(0, 1 - rho_i / rho))`` (at most the
+fraction of samples with score margin ``<= rho``). ``rho`` and ``Lambda`` must be fixed before seeing
+the data: the function takes a finite grid of each and pays a union bound (``delta`` split evenly
+over the grid), then reports the smallest value. See theory/large-margin.md, section 3.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ufm._checks import as_feature_array, as_label_array
+
+__all__ = [
+    "boundary_distances",
+    "geometric_margins",
+    "score_margins",
+    "class_spread",
+    "ramp_margin_loss",
+    "linear_head_rademacher",
+    "multiclass_margin_bound",
+]
+
+
+def _head(weight, bias, d: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    w = weight.detach().cpu().double().numpy() if hasattr(weight, "detach") else np.asarray(weight, dtype=np.float64)
+    if w.ndim != 2:
+        raise ValueError(f"weight must have shape (k, d), got {tuple(w.shape)}")
+    if d is not None and w.shape[1] != d:
+        raise ValueError(f"weight has {w.shape[1]} columns but the features have dimension {d}")
+    if bias is None:
+        b = np.zeros(w.shape[0])
+    else:
+        b = bias.detach().cpu().double().numpy() if hasattr(bias, "detach") else np.asarray(bias, dtype=np.float64)
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+        raise ValueError("classifier weight or bias contain NaN or infinite values")
+    return w, b
+
+
+def boundary_distances(points, labels, weight, bias=None) -> np.ndarray:
+    """Signed distances ``D[i, j] = d_{y_i j}(x_i)`` to every pairwise boundary, ``(n, k)``.
+
+    The entry ``j = y_i`` is ``+inf`` (no boundary with itself), so ``D.min(1)`` is the geometric
+    margin. Raises if two weight rows involved coincide (the boundary is undefined).
+    """
+    x = as_feature_array(points, "points")
+    w, b = _head(weight, bias, x.shape[1])
+    k = w.shape[0]
+    if k < 2:
+        raise ValueError(f"margins need at least 2 classes, the classifier has {k}")
+    y = as_label_array(labels, n=x.shape[0], num_classes=k)
+    a = w[y][:, None, :] - w[None, :, :]  # (n, k, d): w_{y_i} - w_j
+    norms = np.linalg.norm(a, axis=2)
+    own = np.arange(k)[None, :] == y[:, None]
+    if np.any((norms == 0) & ~own):
+        i, j = np.argwhere((norms == 0) & ~own)[0]
+        raise ValueError(f"weight rows {int(y[i])} and {int(j)} coincide: their decision boundary is undefined")
+    z = x @ w.T + b
+    num = z[np.arange(x.shape[0]), y][:, None] - z
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dist = num / norms
+    dist[own] = np.inf
+    return dist
+
+
+def geometric_margins(features, labels, weight, bias=None) -> np.ndarray:
+    """``gamma_i = min_{j != y_i} d_{y_i j}(f_i)``: Euclidean distance to the nearest pairwise
+    boundary, signed (negative when misclassified), ``(n,)``."""
+    return boundary_distances(features, labels, weight, bias).min(axis=1)
+
+
+def score_margins(logits, labels) -> np.ndarray:
+    """``rho_i = z_{i, y_i} - max_{j != y_i} z_{i j}`` for logits ``(n, k)``, ``(n,)``."""
+    z = as_feature_array(logits, "logits")
+    if z.shape[1] < 2:
+        raise ValueError(f"score margins need at least 2 classes, got logits of shape {z.shape}")
+    y = as_label_array(labels, n=z.shape[0], num_classes=z.shape[1])
+    own = z[np.arange(z.shape[0]), y]
+    other = z.copy()
+    other[np.arange(z.shape[0]), y] = -np.inf
+    return own - other.max(axis=1)
+
+
+def class_spread(features, labels, centres=None) -> np.ndarray:
+    """``||f_i - c_{y_i}||`` for every sample, with ``c`` the class means unless ``centres`` (k, d)
+    is given, ``(n,)``."""
+    x = as_feature_array(features)
+    y = as_label_array(labels, n=x.shape[0])
+    if centres is None:
+        present = np.unique(y)
+        c = np.zeros((int(y.max()) + 1, x.shape[1]))
+        for k in present:
+            c[k] = x[y == k].mean(0)
+    else:
+        c = as_feature_array(centres, "centres")
+        if c.shape[1] != x.shape[1] or y.max() >= c.shape[0]:
+            raise ValueError(f"centres of shape {c.shape} do not match features {x.shape} / labels up to {y.max()}")
+    return np.linalg.norm(x - c[y], axis=1)
+
+
+def ramp_margin_loss(margins, rho: float) -> float:
+    """Empirical ramp loss ``mean min(1, max(0, 1 - rho_i / rho))`` (``<= P_S(rho_i <= rho)``)."""
+    if not rho > 0:
+        raise ValueError(f"rho must be positive, got {rho}")
+    m = np.asarray(margins, dtype=np.float64)
+    if m.ndim != 1 or m.size == 0 or not np.all(np.isfinite(m)):
+        raise ValueError("margins must be a non-empty finite 1-D array")
+    return float(np.clip(1.0 - m / rho, 0.0, 1.0).mean())
+
+
+def linear_head_rademacher(features, lam: float) -> float:
+    """Upper bound ``Lambda * sqrt(sum_i ||phi'(x_i)||^2) / m`` on the empirical Rademacher complexity
+    of ``{x -> w^T phi'(x) : ||w|| <= Lambda}``, ``phi' = (phi, 1)`` (Cauchy-Schwarz + Jensen)."""
+    x = as_feature_array(features)
+    if not lam > 0:
+        raise ValueError(f"Lambda must be positive, got {lam}")
+    m = x.shape[0]
+    return float(lam * math.sqrt(float((x**2).sum()) + m) / m)
+
+
+def multiclass_margin_bound(features, logits, labels, weight, bias=None, delta: float = 0.05,
+                            rho_grid=None, lambda_grid=None) -> dict:
+    """Evaluate the multiclass margin bound of the module docstring for a trained linear head.
+
+    Args:
+        features: ``phi(x_i)`` on the sample the bound is about, ``(m, d)``.
+        logits: ``W phi(x_i) + b``, ``(m, k)`` (checked against ``weight``, ``bias``).
+        weight, bias: the head; ``Lambda_hat = max_y ||(w_y, b_y)||``.
+        delta: confidence parameter.
+        rho_grid: margins tried (default: 40 values ``2^(-20 .. 19)``, fixed in advance).
+        lambda_grid: norm bounds tried (default: ``2^(-10 .. 20)``, fixed in advance); the
+            smallest grid value ``>= Lambda_hat`` is used.
+
+    Returns a dict: ``bound`` (the smallest value over ``rho``), ``rho``, ``empirical_margin_loss``,
+    ``complexity``, ``confidence``, ``Lambda``, ``Lambda_hat``, ``train_error``, ``m``, ``k``,
+    ``delta_per_cell`` (= delta / (|rho_grid| |lambda_grid|)).
+    """
+    x = as_feature_array(features)
+    z = as_feature_array(logits, "logits")
+    w, b = _head(weight, bias, x.shape[1])
+    m, k = x.shape[0], w.shape[0]
+    if z.shape != (m, k):
+        raise ValueError(f"logits have shape {z.shape}, expected {(m, k)}")
+    if not np.allclose(z, x @ w.T + b, rtol=1e-3, atol=1e-3 * (1 + np.abs(z).max())):
+        raise ValueError("logits are not W features + b: the bound is about the linear head on these features")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    y = as_label_array(labels, n=m, num_classes=k)
+    rho_grid = np.asarray(2.0 ** np.arange(-20, 20) if rho_grid is None else rho_grid, dtype=np.float64)
+    lambda_grid = np.asarray(2.0 ** np.arange(-10, 21) if lambda_grid is None else lambda_grid, dtype=np.float64)
+    if rho_grid.ndim != 1 or rho_grid.size == 0 or np.any(rho_grid <= 0):
+        raise ValueError("rho_grid must be a non-empty 1-D array of positive values")
+    lam_hat = float(np.sqrt((w**2).sum(1) + b**2).max())
+    fits = lambda_grid[lambda_grid >= lam_hat]
+    if fits.size == 0:
+        raise ValueError(f"the head's norm {lam_hat:.3g} exceeds every value of lambda_grid")
+    lam = float(fits.min())
+    cells = rho_grid.size * lambda_grid.size
+    dcell = delta / cells
+    margins = score_margins(z, y)
+    rad = linear_head_rademacher(x, lam)
+    conf = 3.0 * math.sqrt(math.log(2.0 / dcell) / (2.0 * m))
+    best = None
+    for rho in rho_grid:
+        emp = ramp_margin_loss(margins, float(rho))
+        comp = 4.0 * k / float(rho) * rad
+        val = emp + comp + conf
+        if best is None or val < best["bound"]:
+            best = {"bound": val, "rho": float(rho), "empirical_margin_loss": emp, "complexity": comp}
+    best.update({"confidence": conf, "Lambda": lam, "Lambda_hat": lam_hat, "train_error": float((margins <= 0).mean()),
+                 "m": m, "k": k, "delta_per_cell": dcell})
+    return best

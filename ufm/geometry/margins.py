@@ -42,6 +42,7 @@ __all__ = [
     "ramp_margin_loss",
     "linear_head_rademacher",
     "multiclass_margin_bound",
+    "margin_report",
 ]
 
 
@@ -195,3 +196,40 @@ def multiclass_margin_bound(features, logits, labels, weight, bias=None, delta: 
     best.update({"confidence": conf, "Lambda": lam, "Lambda_hat": lam_hat, "train_error": float((margins <= 0).mean()),
                  "m": m, "k": k, "delta_per_cell": dcell})
     return best
+
+
+def margin_report(features, logits, labels, weight, bias=None, delta: float = 0.05) -> dict:
+    """Margins, spread and the margin bound of a trained linear head on one sample, as one row.
+
+    ``min_margin`` / ``median_margin``: geometric margins ``gamma_i``; ``mean_margin_to_spread``: the
+    median margin divided by the mean distance to the class mean (scale free); ``max_spread`` /
+    ``mean_spread``: ``||f_i - mu_{y_i}||``; ``mean_margin_means``: mean over classes of
+    ``min_j d_kj(mu_k)``; ``feature_norm``: mean ``||f_i||``; then the keys of
+    :func:`multiclass_margin_bound` prefixed ``bound_`` (``bound`` itself unprefixed).
+    """
+    x = as_feature_array(features)
+    y = as_label_array(labels, n=x.shape[0])
+    gm = geometric_margins(x, y, weight, bias)
+    spread = class_spread(x, y)
+    present = np.unique(y)
+    mu = np.stack([x[y == k].mean(0) for k in present])
+    mm = geometric_margins(mu, present, weight, bias)
+    b = multiclass_margin_bound(x, logits, y, weight, bias, delta=delta)
+    row = {"min_margin": float(gm.min()), "median_margin": float(np.median(gm)),
+           "mean_margin_to_spread": float(np.median(gm) / spread.mean()) if spread.mean() > 0 else float("inf"),
+           "max_spread": float(spread.max()), "mean_spread": float(spread.mean()),
+           "mean_margin_means": float(mm.mean()), "feature_norm": float(np.linalg.norm(x, axis=1).mean()),
+           "bound": b["bound"]}
+    row.update({f"bound_{k}": v for k, v in b.items() if k != "bound"})
+    # the same bound at a grid rho just below the 10 % quantile of the score margins (a grid cell, so
+    # covered by the same union bound): the comparison of its terms is meaningful even when vacuous
+    sm = score_margins(logits, y)
+    q = float(np.quantile(sm, 0.1))
+    grid = 2.0 ** np.arange(-20, 20)
+    below = grid[grid <= q]
+    if below.size:
+        rho = float(below.max())
+        emp = ramp_margin_loss(sm, rho)
+        comp = 4.0 * b["k"] / rho * linear_head_rademacher(x, b["Lambda"])
+        row.update({"rho_q10": rho, "emp_q10": emp, "complexity_q10": comp, "bound_q10": emp + comp + b["confidence"]})
+    return row

@@ -129,7 +129,8 @@ def pedcc_repulsion(num_classes: int, dim: int, seed: int = 0, *, s: float = 1.0
 
     ``scheme="gradient"``: Riemannian gradient descent on ``E = sum_{i<j} ||u_i - u_j||^{-s}``,
     ``u_i <- normalise(u_i + eta * F_i^tan)`` with ``F = -grad E``; ``eta`` grows by 1.2 after an
-    energy decrease and halves (the step rejected) after an increase. Stops when
+    energy decrease and halves (the step rejected) after an increase (where the energy is flat to
+    rounding, a step must reduce the tangential force instead). Stops when
     ``max_i ||F_i^tan|| <= tol * mean_i ||F_i||``.
 
     ``scheme="authors"``: the original update, ``u <- normalise(u + v)``, ``v <- v + G F^tan``
@@ -177,12 +178,15 @@ def pedcc_repulsion(num_classes: int, dim: int, seed: int = 0, *, s: float = 1.0
         cand = u + eta * ft
         cand /= np.linalg.norm(cand, axis=1, keepdims=True)
         e_new, f_new = _energy_and_force(cand, s)
-        if e_new <= energy:
+        # accept a decrease; within the rounding of the energy (flat to machine precision near the
+        # optimum) accept only a step that reduces the tangential force
+        flat = e_new <= energy + 8 * np.finfo(float).eps * abs(energy)
+        if e_new < energy or (flat and np.linalg.norm(_tangential(cand, f_new)) < np.linalg.norm(ft)):
             u, energy, f = cand, e_new, f_new
             eta *= 1.2
         else:
             eta *= 0.5
-            if eta < 1e-300:
+            if eta < 1e-30:  # stalled
                 break
     return u, _report(u, s, k, d, converged, it, t0, scheme, history)
 

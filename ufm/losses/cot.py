@@ -31,10 +31,11 @@ def complement_entropy_term(logits: torch.Tensor, labels: torch.Tensor) -> torch
     """``1/(B k) sum_i sum_{j != y_i} q_ij log q_ij`` (no input checks)."""
     b, k = logits.shape
     target = F.one_hot(labels, k).bool()
-    logq = F.log_softmax(logits.masked_fill(target, float("-inf")), dim=1)
-    q = logq.exp()
-    plogp = torch.where(target, torch.zeros_like(logq), q * logq)
-    return plogp.sum() / (b * k)
+    # -inf at the target, then replaced by 0 BEFORE any product (a where() on 0 * -inf would still
+    # send NaN through the backward pass)
+    logq = F.log_softmax(logits.masked_fill(target, float("-inf")), dim=1).masked_fill(target, 0.0)
+    q = logq.exp().masked_fill(target, 0.0)
+    return (q * logq).sum() / (b * k)
 
 
 @register_loss("cot")

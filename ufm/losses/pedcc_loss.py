@@ -82,7 +82,8 @@ class PEDCCLoss(HarnessLoss):
 
     def harness_predict(self, out, model) -> torch.Tensor:
         x, _ = check_features(out.features, torch.zeros(out.features.shape[0], dtype=torch.long), self.centroids)
-        return self.normalised(x, update=False) @ self.centroids.T
+        z = self.normalised(x, update=False)
+        return z @ self.centroids.to(z.dtype).T
 
     def extra_repr(self) -> str:
         return (f"k={self.centroids.shape[0]}, d={self.centroids.shape[1]}, scale={self.scale}, margin={self.margin}, "

@@ -65,7 +65,7 @@ def resolve_centroids(centroids, num_classes, dim, seed, method="closed_form") -
         raise ValueError(f"centroids have {c.shape[0]} rows but num_classes={num_classes}")
     if dim is not None and c.shape[1] != dim:
         raise ValueError(f"centroids have dimension {c.shape[1]} but dim={dim}")
-    return c.to(torch.float32)
+    return c.to(torch.float64)  # cast to the features' dtype at each call
 
 
 def check_features(features, labels, centroids: torch.Tensor, name: str = "features") -> tuple[torch.Tensor, torch.Tensor]:

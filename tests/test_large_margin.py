@@ -219,7 +219,12 @@ def test_scale_and_translation_structure():
 
 def test_ufm_run_meets_theorem1():
     torch.manual_seed(0)
-    r = large_margin_ufm_run(0.5, 1.5, lam=5.0, gamma=1e-3, steps=400, record_every=400, per_class=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest on a shared CPU
+    try:
+        r = large_margin_ufm_run(0.5, 1.5, lam=5.0, gamma=1e-3, steps=400, record_every=400, per_class=8)
+    finally:
+        torch.set_num_threads(threads)
     assert r["min_gap"] >= -1e-6  # every sample above its Theorem-1 bound
     assert r["train_acc"] == 1.0
     assert r["max_slack"] < 0.5  # settling: hinge violations and the centre lag are small

@@ -245,8 +245,16 @@ def test_pod_bad_input():
         loss(torch.tensor([[1.0, 0, 0, 0], [float("inf"), 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]]), y)
     with pytest.raises(ValueError, match="shape \\(N, d\\)"):
         loss(torch.randn(4, 2, 4), y)
-    with pytest.raises(ValueError, match="is zero"):
-        loss(torch.cat([torch.zeros(1, 4), torch.randn(3, 4)]), y)
+    # a zero feature (dead after a ReLU) follows the documented convention: finite value and gradient
+    xz = torch.cat([torch.zeros(1, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)]).requires_grad_()
+    val = loss(xz, y)
+    val.backward()
+    assert torch.isfinite(val) and torch.isfinite(xz.grad).all()
+    nac, sc = loss.terms(xz.detach(), y)
+    z = torch.cat([torch.zeros(1, 4, dtype=torch.float64), xz.detach()[1:] / xz.detach()[1:].norm(dim=1, keepdim=True)])
+    r = z - c[y]
+    sig = r.T @ r / 3
+    assert abs(float(sc) - float((sig.pow(2).sum() - torch.diagonal(sig).pow(2).sum()) / 3)) < 1e-12
     with pytest.raises(ValueError, match="at least 2"):
         loss(torch.randn(1, 4), y[:1])
     with pytest.raises(ValueError, match="length"):
@@ -287,3 +295,22 @@ def test_ufm_features_collapse_onto_the_centroids_with_the_predicted_norm(counts
     assert 1 - cos.min() < 1e-6
     assert delta_etf(h, y) < 1e-5  # class means form the simplex ETF at any imbalance
     assert nc_metrics(h, y)["nc1"] < 1e-8
+
+
+def test_nonnegative_features_cannot_reach_the_centroids():
+    """x >= 0 gives cos(x, u) <= ||u_+|| (u_+ the positive part), and two simplex vertices cannot both be
+    non-negative (their cosine is negative): after a final ReLU at most one class can collapse."""
+    from ufm.solvers.free_features import train_free_features
+
+    k, d = 4, 6
+    y = np.repeat(np.arange(k), 3)
+    loss = PODLoss(num_classes=k, dim=d, delta=0.5, schedule=False, seed=3)
+    res = train_free_features(loss, y, d, steps=300, lr=2.0, feature_decay=1e-2, relu=True, record_every=300)
+    h = res.features
+    c = loss.centroids.numpy()
+    bound = np.linalg.norm(np.clip(c, 0, None), axis=1)
+    assert (bound < 1 - 1e-3).sum() >= k - 1
+    norms = np.linalg.norm(h, axis=1)
+    cos = (h * c[y]).sum(1) / np.where(norms > 0, norms, 1.0)  # a dead (zero) feature has cosine 0
+    assert np.all(cos <= bound[y] + 1e-9)
+    assert np.sum(cos < 1 - 1e-3) >= (k - 1) * 3

@@ -9,6 +9,9 @@ and a batch of B samples:
     L_SC  = ( ||Sigma||_F^2 - ||diag Sigma||_2^2 ) / (d - 1)                          (decorrelation)
     L     = L_NaC + decorrelation_weight * L_SC
 
+Convention: a zero feature (possible after a final ReLU) has direction 0 in the decorrelation term
+(residual ``-u_y``) and cosine term ``(1 - 0)^2 = 1``; value and gradient stay finite.
+
 ``x . u / sqrt(||x||^2 + Delta^2)`` is the cosine between ``(x, Delta)`` and ``(u, 0)`` in R^{d+1}: it
 is below the cosine of x and u, the more so the smaller ||x||, so the term keeps pushing norms up.
 
@@ -101,7 +104,7 @@ def pod_terms(features: torch.Tensor, labels: torch.Tensor, centroids: torch.Ten
     dot = (features * target).sum(1)
     nac = (1 - dot / torch.sqrt(sq + delta**2)).pow(2).mean()
     b, d = features.shape
-    r = features / sq.sqrt()[:, None] - target
+    r = F.normalize(features, dim=1, eps=1e-12) - target  # a zero feature has direction 0 (residual -u_y)
     diag = r.pow(2).sum(0)  # (B-1) * diag(Sigma)
     # ||R^T R||_F = ||R R^T||_F: use the smaller of the two Gram matrices
     gram = r @ r.T if b <= d else r.T @ r
@@ -177,8 +180,6 @@ class PODLoss(HarnessLoss):
         b = features.shape[0]
         if self.decorrelation_weight > 0 and b < 2:
             raise ValueError("the decorrelation term needs a batch of at least 2 samples (it divides by B - 1)")
-        if bool((features.detach().pow(2).sum(1) == 0).any()):
-            raise ValueError("a feature vector is zero: its direction (used by the decorrelation term) is undefined")
         if self.training and torch.is_grad_enabled():
             with torch.no_grad():
                 proj = (features.detach() @ self.centroids.to(features.dtype).T).norm(dim=1)

@@ -1,0 +1,529 @@
+"""Exact full-batch solver of the SCL unconstrained features model over the k x k class-mean Gram.
+
+Reduction. With one full batch, f(G) and the feasible set {G PSD, diag G = 1 (, G >= 0)} are invariant
+under the permutations of the samples inside each class. f is convex, so the average of P G* P^T
+over that group is feasible and, by Jensen, no worse than an optimum G*: some optimum is constant on
+each class block, with within-class off-diagonal value a_c and cross-class value b_cd. Writing
+K = Gram of the class means of the normalised features,
+
+    K_cd = b_cd (c != d),      K_cc = a_c + (1 - a_c) / n_c,
+
+the sample Gram is G = Diag_i(1 - a_{y_i}) + E B E^T (E the n x k class indicator, B_cc = a_c,
+B_cd = b_cd). Its within-class directions orthogonal to the class indicators have eigenvalue
+1 - a_c; on the span of the indicators x = E y gives x^T G x = (D y)^T K (D y), D = Diag(n_c).
+Hence
+
+    G PSD  <=>  K PSD and a_c <= 1 (K_cc <= 1),
+
+and the spectrum of G is that of D^{1/2} K D^{1/2} together with 1 - a_c (multiplicity n_c - 1).
+ReLU adds a_c >= 0 (K_cc >= 1/n_c) and b_cd >= 0. A class with a single sample has no within-class
+entry and K_cc = 1. With anchors the classes with n_c >= 2 (|A| = sum_{n_c >= 2} n_c):
+
+    f(K) = (1/|A|) sum_{c: n_c >= 2} n_c [ log( (n_c - 1) e^{a_c/tau} + sum_{d != c} n_d e^{b_cd/tau} )
+                                           - a_c / tau ].
+
+Why a certificate of the k x k problem certifies the n x n problem: the block-constant Grams are a
+subset of the n x n feasible set, so the reduced optimum is >= f*; by the averaging argument it is
+also <= f* (an optimum can be averaged into a block-constant one). The two optimal values coincide,
+so a lower bound on the reduced optimum (from the k x k dual certificate) is a lower bound on f*, and
+f at the returned K equals f at the n x n Gram it represents: the reduced gap bounds f(G) - f* for the
+full problem. (With ReLU the program is over doubly non-negative G; at the orthogonal frame the
+optimum is completely positive, i.e. realised by non-negative features.)
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy.special import logsumexp
+
+from ufm.solvers.certificate import (
+    SolveResult,
+    SolverError,
+    _feasibility,
+    _is_feasible,
+    _numerical_ranks,
+    bm_refine,
+    class_gram_deltas,
+    dual_gap_bound,
+)
+
+__all__ = [
+    "solve_reduced",
+    "reduced_objective",
+    "certify_class_gram",
+    "class_gram_to_gram",
+    "class_gram_bounds",
+]
+
+
+# ----------------------------------------------------------------------------- inputs
+def _check_counts(counts) -> np.ndarray:
+    arr = np.asarray(counts)
+    if arr.ndim != 1:
+        raise ValueError(f"counts must be a 1-D sequence of class sizes, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"counts must be integers, got {arr.tolist()}")
+    arr = arr.astype(np.int64)
+    if arr.size < 2:
+        raise ValueError(f"the reduced program needs at least two classes, got counts {arr.tolist()}")
+    if np.any(arr < 1):
+        bad = np.flatnonzero(arr < 1).tolist()
+        raise ValueError(f"every class count must be >= 1; classes {bad} have counts {arr[bad].tolist()} "
+                         "(drop empty classes)")
+    if not np.any(arr >= 2):
+        raise ValueError("no class has two samples: there is no anchor and the objective is identically zero")
+    return arr
+
+
+def _check_temperature(temperature) -> float:
+    t = float(temperature)
+    if not (np.isfinite(t) and t > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
+    return t
+
+
+def class_gram_bounds(counts, relu: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Diagonal bounds (lo, hi) of the class-mean Gram: hi = 1; lo = 1/n_c with ReLU, else 0 (PSD);
+    lo = hi = 1 for a singleton class."""
+    n = _check_counts(counts)
+    hi = np.ones(n.size)
+    lo = 1.0 / n if relu else np.zeros(n.size)
+    lo = np.where(n == 1, 1.0, lo)
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------- objective
+def reduced_objective(class_gram, counts, temperature: float = 0.1, grad: bool = False):
+    """f(K) of the module docstring (equal to ``scl_gram_objective`` at the block Gram of K).
+
+    With ``grad=True`` also the symmetric gradient A_K: f(K + E) = f(K) + <A_K, E> + o(E). With
+    X = K except X_cc = a_c = (n_c K_cc - 1)/(n_c - 1), L_cd = X_cd/tau + log m_cd (m_cc = n_c - 1,
+    m_cd = n_d), P = row softmax of L and D_cd = (n_c/|A|) (P_cd - [c = d]) / tau on anchor rows:
+    A_cd = (D_cd + D_dc)/2 (c != d), A_cc = D_cc n_c/(n_c - 1) (0 for a singleton).
+    """
+    n = _check_counts(counts)
+    tau = _check_temperature(temperature)
+    kmat = np.asarray(class_gram, dtype=np.float64)
+    k = n.size
+    if kmat.shape != (k, k):
+        raise ValueError(f"class_gram must be ({k}, {k}) for {k} classes, got {kmat.shape}")
+    if not np.all(np.isfinite(kmat)):
+        raise ValueError("class_gram contains NaN or infinite values")
+    anc = n >= 2
+    idx = np.flatnonzero(anc)
+    n_a = float(n[anc].sum())
+    x = kmat.copy()
+    d = np.diag(kmat)
+    a_diag = np.where(anc, (n * d - 1.0) / np.maximum(n - 1, 1), 1.0)
+    np.fill_diagonal(x, a_diag)
+    logm = np.broadcast_to(np.log(n.astype(np.float64)), (k, k)).copy()
+    np.fill_diagonal(logm, np.log(np.maximum(n - 1, 1).astype(np.float64)))
+    lg = x[idx] / tau + logm[idx]
+    lse = logsumexp(lg, axis=1)
+    w = n[idx] / n_a
+    f = float(w @ (lse - a_diag[idx] / tau))
+    if not grad:
+        return f
+    p = np.exp(lg - lse[:, None])
+    dmat = np.zeros((k, k))
+    dmat[idx] = w[:, None] * p / tau
+    dmat[idx, idx] -= w / tau
+    a = (dmat + dmat.T) / 2
+    diag = np.zeros(k)
+    diag[idx] = dmat[idx, idx] * n[idx] / (n[idx] - 1.0)
+    np.fill_diagonal(a, diag)
+    return f, a
+
+
+def class_gram_to_gram(class_gram, counts) -> np.ndarray:
+    """The n x n block Gram of K: 1 on the diagonal, a_c inside class c, K_cd across (labels sorted)."""
+    n = _check_counts(counts)
+    kmat = np.asarray(class_gram, dtype=np.float64)
+    a = np.where(n >= 2, (n * np.diag(kmat) - 1.0) / np.maximum(n - 1, 1), 1.0)
+    b = kmat.copy()
+    np.fill_diagonal(b, a)
+    y = np.repeat(np.arange(n.size), n)
+    g = b[np.ix_(y, y)]
+    np.fill_diagonal(g, 1.0)
+    return g
+
+
+def _within_across(kmat, n):
+    within = np.where(n >= 2, (n * np.diag(kmat) - 1.0) / np.maximum(n - 1, 1), np.nan)
+    across = kmat.copy()
+    np.fill_diagonal(across, 0.0)
+    return within, across
+
+
+def _full_feasibility(kmat, n, relu) -> dict:
+    """Feasibility of the n x n Gram represented by K, without forming it."""
+    within, across = _within_across(kmat, n)
+    sq = np.sqrt(n.astype(np.float64))
+    lam_span = float(np.linalg.eigvalsh(sq[:, None] * kmat * sq[None, :])[0])
+    anc = n >= 2
+    lam_perp = float(np.min(1.0 - within[anc])) if anc.any() else np.inf
+    entries = [across[~np.eye(n.size, dtype=bool)].min()]
+    if anc.any():
+        entries.append(within[anc].min())
+    return {"min_eig": min(lam_span, lam_perp), "max_diag_err": 0.0,
+            "min_entry": float(min(entries)) if relu else None}
+
+
+# ----------------------------------------------------------------------------- certificate
+def certify_class_gram(class_gram, counts, temperature: float = 0.1, relu: bool = True, tol: float = 1e-9,
+                       dual_sdp: bool | str = "auto", feas_tol: float = 1e-9, diag_tol: float = 1e-12,
+                       solver: str = "CLARABEL") -> dict:
+    """k x k certificate: Frank-Wolfe gap with the dual bound over
+    C_K = {K PSD, lo_c <= K_cc <= 1, K_cd >= 0 with ReLU} (``class_gram_bounds``): for l, u, N >= 0
+    with S = A_K - Diag(l - u) - N PSD, <A_K, Y> >= sum_c l_c lo_c - sum_c u_c for all Y in C_K
+    (lo_c = 1/n_c with ReLU). It bounds f - f* of the full n x n problem (module docstring).
+    """
+    n = _check_counts(counts)
+    kmat = np.asarray(class_gram, dtype=np.float64)
+    f, a = reduced_objective(kmat, n, temperature, grad=True)
+    lo, hi = class_gram_bounds(n, relu)
+    target = tol * max(1.0, abs(f))
+    dg = dual_gap_bound(a, kmat, lo, hi, relu, dual_sdp=dual_sdp, target=target, solver=solver)
+    feas = _feasibility(kmat, lo, hi, relu)
+    feasible = _is_feasible(feas, relu, feas_tol, diag_tol)
+    full = _full_feasibility(kmat, n, relu)
+    feasible = feasible and full["min_eig"] >= -feas_tol
+    return {
+        "objective": f,
+        "gap": dg["gap"],
+        "lower_bound": f - dg["gap"],
+        "bound": target,
+        "tolerance": tol,
+        "certified": bool(feasible and dg["gap"] <= target),
+        "feasibility": {"min_eig": full["min_eig"], "max_diag_err": full["max_diag_err"],
+                        "min_entry": full["min_entry"], "class_gram_min_eig": feas["min_eig"],
+                        "class_gram_diag_violation": feas["max_diag_violation"], "feasible": bool(feasible)},
+        "method": dg["method"],
+        "gaps": dg["gaps"],
+        "lambda_min_S": dg["lambda_min_S"],
+    }
+
+
+# ----------------------------------------------------------------------------- interior point
+def _logm(n):
+    k = n.size
+    logm = np.broadcast_to(np.log(n.astype(np.float64)), (k, k)).copy()
+    np.fill_diagonal(logm, np.log(np.maximum(n - 1, 1).astype(np.float64)))
+    return logm
+
+
+def _run(prob, solver, what, verbose, **opts):
+    import cvxpy as cp
+
+    try:
+        prob.solve(solver=solver, verbose=verbose, **opts)
+    except cp.error.SolverError as err:
+        raise SolverError(f"{solver} failed on {what}: {err}") from err
+    if prob.status not in ("optimal", "optimal_inaccurate"):
+        raise SolverError(f"{solver} did not solve {what}: status {prob.status}")
+    return prob.status
+
+
+def _solve_ip(n, tau, relu, solver, pins=None, verbose=False, **opts):
+    """The k x k conic program (one log_sum_exp over the anchor rows)."""
+    import cvxpy as cp
+
+    k = n.size
+    anc = n >= 2
+    idx = np.flatnonzero(anc)
+    n_a = float(n[anc].sum())
+    kv = cp.Variable((k, k), PSD=True)
+    d = cp.diag(kv)
+    alpha = np.where(anc, 1.0 / np.maximum(n - 1, 1), 0.0)
+    # X = K + diag(alpha * diag K - alpha): X_cc = (n_c K_cc - 1)/(n_c - 1) on anchors
+    x = kv + cp.diag(cp.multiply(alpha, d) - alpha)
+    logits = (x / tau + _logm(n))[idx, :]
+    w = n[idx] / n_a
+    lse = cp.log_sum_exp(logits, axis=1)
+    a_diag = cp.multiply(1.0 + alpha[idx], d[idx]) - alpha[idx]
+    obj = w @ lse - (w / tau) @ a_diag
+    cons = [d <= 1]
+    if relu:
+        cons += [kv >= 0, d >= 1.0 / n]
+    single = np.flatnonzero(n == 1)
+    if single.size:
+        cons.append(d[single] == 1)
+    if pins is not None:
+        dpin, zpin = pins
+        di = np.flatnonzero(~np.isnan(dpin))
+        if di.size:
+            cons.append(d[di] == dpin[di])
+        zi = np.argwhere(np.triu(zpin, 1))
+        if zi.size:
+            cons.append(kv[zi[:, 0], zi[:, 1]] == 0)
+    prob = cp.Problem(cp.Minimize(obj), cons)
+    status = _run(prob, solver, f"the reduced program (k={k})", verbose, **opts)
+    kval = np.asarray(kv.value, dtype=np.float64)
+    return (kval + kval.T) / 2, status
+
+
+def _solve_ip_groups(n, tau, relu, solver, verbose=False, **opts):
+    """The same program with classes of equal size merged (a second exact symmetry reduction).
+
+    f and the constraints are also invariant under permutations of classes of EQUAL size, so (same
+    averaging argument) some optimum K is constant on the blocks of the groups g of equal count nu_g
+    (s_g classes): K_cc = p_g, K_cd = q_g inside a group, K_cd = r_gh across groups. As for G -> K,
+    K PSD <=> Q PSD and p_g >= q_g, with Q_gg = q_g + (p_g - q_g)/s_g, Q_gh = r_gh (m x m, m the
+    number of distinct counts). Variables: Q PSD and t = p - q >= 0 (t_g = 0 when s_g = 1). An anchor
+    of group g sees a_g (nu_g - 1 positives), q_g ((s_g - 1) nu_g samples) and r_gh (s_h nu_h).
+    Returns the expanded k x k K.
+    """
+    import cvxpy as cp
+
+    nu, inv, s = np.unique(n, return_inverse=True, return_counts=True)
+    m = nu.size
+    anc = nu >= 2
+    multi = s >= 2
+    n_a = float((s * nu)[anc].sum())
+    qv = cp.Variable((m, m), PSD=True)
+    t = cp.Variable(m, nonneg=True)
+    qd = cp.diag(qv)
+    q = qd - cp.multiply(1.0 / s, t)
+    p = qd + cp.multiply(1.0 - 1.0 / s, t)
+    cons = [p <= 1]
+    if np.any(~multi):
+        cons.append(t[np.flatnonzero(~multi)] == 0)
+    if relu:
+        cons += [qv >= 0, p >= 1.0 / nu]
+        if multi.any():
+            cons.append(q[np.flatnonzero(multi)] >= 0)
+    if np.any(nu == 1):
+        cons.append(p[np.flatnonzero(nu == 1)] == 1)
+    alpha = np.where(anc, 1.0 / np.maximum(nu - 1, 1), 0.0)
+    a = cp.multiply(1.0 + alpha, p) - alpha  # a_g = (nu_g p_g - 1)/(nu_g - 1) on anchor groups
+    cmat = np.broadcast_to(np.log((s * nu).astype(np.float64)), (m, m)).copy()
+    np.fill_diagonal(cmat, np.log(np.maximum(nu - 1, 1).astype(np.float64)))
+    wmat = qv / tau + cmat + cp.diag(a / tau - qd / tau)  # diagonal replaced by a_g / tau + log(nu_g - 1)
+    w = (s * nu) / n_a
+    obj = 0
+    rows_multi = np.flatnonzero(anc & multi)
+    rows_single = np.flatnonzero(anc & ~multi)
+    if rows_multi.size:
+        extra = q[rows_multi] / tau + np.log(((s - 1) * nu)[rows_multi].astype(np.float64))
+        mat = cp.hstack([wmat[rows_multi, :], cp.reshape(extra, (rows_multi.size, 1), order="C")])
+        obj = obj + w[rows_multi] @ cp.log_sum_exp(mat, axis=1)
+    if rows_single.size:
+        obj = obj + w[rows_single] @ cp.log_sum_exp(wmat[rows_single, :], axis=1)
+    ia = np.flatnonzero(anc)
+    obj = obj - (w[ia] / tau) @ a[ia]
+    prob = cp.Problem(cp.Minimize(obj), cons)
+    status = _run(prob, solver, f"the class-symmetric reduced program ({m} distinct counts)", verbose, **opts)
+    qval = np.asarray(qv.value, dtype=np.float64)
+    qval = (qval + qval.T) / 2
+    tval = np.where(multi, np.maximum(np.asarray(t.value, dtype=np.float64), 0.0), 0.0)
+    qg = np.diag(qval) - tval / s
+    pg = np.diag(qval) + (1.0 - 1.0 / s) * tval
+    kmat = qval[np.ix_(inv, inv)].copy()
+    same = inv[:, None] == inv[None, :]
+    kmat[same] = qg[np.broadcast_to(inv[:, None], kmat.shape)[same]]
+    np.fill_diagonal(kmat, pg[inv])
+    return kmat, status
+
+
+# ----------------------------------------------------------------------------- polishing
+def _project(kmat, lo, hi, relu, dpin=None, zpin=None):
+    """A feasible class Gram near K: pins applied, PSD by eigenvalue clipping, the diagonal brought
+    into [lo, hi] by a congruence D K D (keeps PSD and signs), exact diagonal, ReLU clip."""
+    k = kmat.shape[0]
+    x = (kmat + kmat.T) / 2
+    if zpin is not None:
+        x = np.where(zpin, 0.0, x)
+    target = np.clip(np.diag(x), lo, hi)
+    if dpin is not None:
+        target = np.where(np.isnan(dpin), target, dpin)
+    np.fill_diagonal(x, target)
+    w, q = np.linalg.eigh(x)
+    if w[0] < 0:
+        x = (q * np.maximum(w, 0.0)) @ q.T
+    dg = np.diag(x)
+    scale = np.sqrt(np.where(dg > 0, target / np.where(dg > 0, dg, 1.0), 1.0))
+    x = scale[:, None] * x * scale[None, :]
+    x = (x + x.T) / 2
+    np.fill_diagonal(x, target)
+    if zpin is not None:
+        x = np.where(zpin, 0.0, x)
+        np.fill_diagonal(x, target)
+    if relu:
+        off = ~np.eye(k, dtype=bool)
+        x[off] = np.maximum(x[off], 0.0)
+    return x
+
+
+def _pins(k0, a0, lo, hi, relu, small, big):
+    """Active bounds read off the solution and the sign of the gradient (the multipliers' sign)."""
+    k = k0.shape[0]
+    d = np.diag(k0)
+    dpin = np.full(k, np.nan)
+    eq = lo == hi
+    dpin[eq] = hi[eq]
+    up = ~eq & ((hi - d <= small) | ((np.diag(a0) < 0) & (hi - d <= big)))
+    dpin[up] = hi[up]
+    if relu:
+        down = ~eq & ~up & ((d - lo <= small) | ((np.diag(a0) > 0) & (d - lo <= big)))
+        dpin[down] = lo[down]
+    zpin = np.zeros((k, k), dtype=bool)
+    if relu:
+        off = ~np.eye(k, dtype=bool)
+        zpin = off & ((k0 <= small) | ((a0 > 0) & (k0 <= big)))
+        zpin = zpin & zpin.T
+        # K_cd between two singleton classes is read by no anchor: any feasible value is optimal, and
+        # zero (the orthogonal frame's) is tried
+        single = eq & (lo == 1.0)
+        zpin |= off & single[:, None] & single[None, :]
+    return dpin, zpin
+
+
+def _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts):
+    """Polished candidates (a generator of (name, K)): moved to the active bounds, free entries
+    re-optimised."""
+    _, a0 = reduced_objective(k0, n, tau, grad=True)
+    k = n.size
+    off = ~np.eye(k, dtype=bool)
+    seen = set()
+    for small, big in ((1e-7, 1e-4), (1e-6, 1e-2), (1e-5, 1e-1)):
+        dpin, zpin = _pins(k0, a0, lo, hi, relu, small, big)
+        key = (tuple(np.nan_to_num(dpin, nan=-1.0)), zpin.tobytes())
+        if key in seen:
+            continue
+        seen.add(key)
+        all_diag = not np.any(np.isnan(dpin))
+        if relu and np.all(zpin[off]):
+            # every cross entry at zero: K diagonal, each free K_cc a one-dimensional convex problem
+            # that the (monotone) objective settles at a bound; keep the projected value otherwise
+            yield f"bounds(big={big:g})", _project(k0, lo, hi, relu, dpin, zpin)
+            continue
+        if all_diag and not np.any(zpin):
+            def fg(x):
+                return reduced_objective(x, n, tau, grad=True)
+
+            for r in _numerical_ranks(k0)[:3]:
+                try:
+                    x, gn = bm_refine(fg, k0, dpin, r)
+                except (FloatingPointError, ValueError, np.linalg.LinAlgError):
+                    continue
+                if relu:
+                    neg = x[off].min()
+                    if neg < -1e-12:
+                        continue
+                    x[off] = np.maximum(x[off], 0.0)
+                yield f"burer_monteiro(rank={r})", x
+            continue
+        try:  # mixed face: re-solve with the active bounds imposed as equalities
+            k1, _ = _solve_ip(n, tau, relu, solver, pins=(dpin, zpin), **opts)
+        except SolverError:
+            continue
+        yield f"face_resolve(big={big:g})", _project(k1, lo, hi, relu, dpin, zpin)
+
+
+# ----------------------------------------------------------------------------- the solver
+def solve_reduced(counts, temperature: float = 0.1, relu: bool = True, tol: float = 1e-9, polish: bool = True,
+                  solver: str = "CLARABEL", full_gram: bool = False, max_full_n: int = 5000,
+                  feas_tol: float = 1e-9, symmetry: bool = True, dual_sdp: bool | str = "auto",
+                  max_dual_sdp_k: int = 40, verbose: bool = False, **opts) -> SolveResult:
+    """Exact full-batch minimiser of the SCL UFM for class counts ``counts`` (module docstring).
+
+    Solves the k x k conic program (one ``log_sum_exp(axis=1)`` over the anchor rows, K PSD, bounds)
+    with ``solver``, polishes the answer onto its active face (bounds b_cd = 0, K_cc = 1, K_cc = 1/n_c
+    read off the solution and the gradient signs; the free entries re-optimised by Burer-Monteiro +
+    Newton, or re-solved with the bounds imposed) and certifies it with the k x k dual certificate
+    (``certify_class_gram``). Every candidate's dual bound is a valid lower bound on f*; the best one
+    certifies the returned K. Returns a :class:`SolveResult` with ``gram_class`` (K), ``within`` (a_c),
+    ``across`` (b), and ``gram`` only with ``full_gram=True`` (refused above ``max_full_n`` samples).
+    Raises :class:`SolverError` when no candidate is certified to ``tol * max(1, |f|)``.
+
+    symmetry: when several classes have the same count, solve the smaller program over the distinct
+        counts (``_solve_ip_groups``; exact by the same averaging argument) and expand it to k x k
+        before polishing and certifying (k = 100 equal classes: one group, seconds instead of minutes:
+        the interior-point cost of a k x k PSD cone grows like k^6).
+    dual_sdp: "auto" also solves the explicit k x k dual SDP when the returned K is singular (the PSD
+        constraint is active, e.g. without ReLU) or when the analytic multipliers do not certify, for
+        k <= ``max_dual_sdp_k``; True always; False never. Every bound is reported in
+        ``certificate["gaps"]``; the best one is ``certificate["gap"]``.
+    """
+    t0 = time.perf_counter()
+    n = _check_counts(counts)
+    tau = _check_temperature(temperature)
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be positive, got {tol}")
+    n_total = int(n.sum())
+    if full_gram and n_total > max_full_n:
+        raise ValueError(f"full_gram=True would build a {n_total} x {n_total} Gram (max_full_n={max_full_n}); "
+                         "use gram_class / within / across, or ufm.solvers.class_gram_to_gram on fewer samples")
+    lo, hi = class_gram_bounds(n, relu)
+    if solver.upper() == "CLARABEL":
+        opts = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500, **opts}
+    grouped = symmetry and np.unique(n).size < n.size
+    if grouped:
+        k0, status = _solve_ip_groups(n, tau, relu, solver, verbose=verbose, **opts)
+    else:
+        k0, status = _solve_ip(n, tau, relu, solver, verbose=verbose, **opts)
+
+    raw = _project(k0, lo, hi, relu)
+    cert = certify_class_gram(raw, n, tau, relu, tol, dual_sdp=False, feas_tol=feas_tol)
+    evals = [("interior_point(projected)", raw, cert)]
+    lower = cert["lower_bound"]
+    if polish:
+        # candidates are generated lazily: stop once one is certified with a wide margin
+        for name, x in _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts):
+            cert = certify_class_gram(x, n, tau, relu, tol, dual_sdp=False, feas_tol=feas_tol)
+            evals.insert(len(evals) - 1, (name, x, cert))
+            lower = max(lower, cert["lower_bound"])
+            if cert["feasibility"]["feasible"] and cert["gap"] <= 1e-3 * cert["bound"]:
+                break
+    chosen = None
+    feasible = [e for e in evals if e[2]["feasibility"]["feasible"]]
+    if feasible:
+        # the lowest objective wins; near-ties (rounding) go to the earlier, more polished candidate
+        fmin = min(e[2]["objective"] for e in feasible)
+        best = next(e for e in feasible if e[2]["objective"] <= fmin + 1e-14 * max(1.0, abs(fmin)))
+        if best[2]["objective"] - lower <= best[2]["bound"]:
+            chosen = best
+    if chosen is None:
+        feas = [e for e in evals if e[2]["feasibility"]["feasible"]]
+        if feas and dual_sdp is not False and n.size <= max_dual_sdp_k:
+            name, x, _ = min(feas, key=lambda e: e[2]["objective"])
+            cert = certify_class_gram(x, n, tau, relu, tol, dual_sdp=True, feas_tol=feas_tol)
+            lower = max(lower, cert["lower_bound"])
+            if cert["objective"] - lower <= cert["bound"]:
+                chosen = (name, x, cert)
+    if chosen is None:
+        summary = "; ".join(
+            f"{nm}: f={c['objective']:.15g}, own gap={c['gap']:.3g}, feasible={c['feasibility']['feasible']}, "
+            f"min_eig={c['feasibility']['min_eig']:.3g}" for nm, _, c in evals)
+        raise SolverError(f"the reduced program for counts {n.tolist()} (relu={relu}, tau={tau}) was not certified "
+                          f"to tol={tol}: best lower bound {lower:.15g}; candidates: {summary}; solver status {status}")
+    name, kmat, cert = chosen
+    if dual_sdp is True or (dual_sdp == "auto" and n.size <= max_dual_sdp_k
+                            and np.linalg.eigvalsh(kmat)[0] < 1e-9 * max(1.0, np.abs(kmat).max())):
+        # the PSD constraint is active (singular K): also report the bound of the explicit dual SDP
+        extra = certify_class_gram(kmat, n, tau, relu, tol, dual_sdp=True, feas_tol=feas_tol)
+        lower = max(lower, extra["lower_bound"])
+        cert = dict(cert, gaps={**cert["gaps"], **extra["gaps"]})
+    f = cert["objective"]
+    cert = dict(cert)
+    cert["own_gap"] = cert["gap"]
+    cert["gap"] = max(0.0, f - lower)
+    cert["lower_bound"] = lower
+    cert["certified"] = True
+    cert["candidate"] = name
+    cert["candidates"] = {nm: {"objective": c["objective"], "gap": c["gap"], "feasible": c["feasibility"]["feasible"]}
+                          for nm, _, c in evals}
+    within, across = _within_across(kmat, n)
+    d_of, d_etf = class_gram_deltas(kmat)
+    gram = class_gram_to_gram(kmat, n) if full_gram else None
+    return SolveResult(
+        gram=gram, objective=f, status=status, certificate=cert, certified=True,
+        seconds=time.perf_counter() - t0, solver=solver, method="reduced", delta_of=d_of, delta_etf=d_etf,
+        gram_class=kmat, within=within, across=across, counts=n, temperature=tau, relu=relu,
+        polished=not name.startswith("interior_point"), info={"raw_class_gram": k0},
+    )

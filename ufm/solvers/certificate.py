@@ -269,7 +269,7 @@ def dual_gap_bound(grad, point, lo, hi, nonneg: bool, dual_sdp: bool | str = "au
         l, u, nmat = _complementary_duals(a, x, lo, hi, nonneg, zt)
         lower, info = _bound_from_duals(a, x, lo, hi, nonneg, l, u, nmat)
         gap = ax - lower
-        gaps[f"analytic(zero_tol={zt:g})"] = gap
+        gaps[f"analytic(zero_tol={zt:g})"] = float(gap)
         if best is None or gap < best[0]:
             best = (gap, lower, "analytic", info)
         if not nonneg:
@@ -280,13 +280,13 @@ def dual_gap_bound(grad, point, lo, hi, nonneg: bool, dual_sdp: bool | str = "au
             l, u, nmat = _dual_sdp_duals(a, lo, hi, nonneg, solver=solver, **solver_opts)
             lower, info = _bound_from_duals(a, x, lo, hi, nonneg, l, u, nmat)
             gap = ax - lower
-            gaps["dual_sdp"] = gap
+            gaps["dual_sdp"] = float(gap)
             if gap < best[0]:
                 best = (gap, lower, "dual_sdp", info)
         except Exception as err:  # the analytic bound stays valid; record why the SDP bound is missing
             gaps["dual_sdp"] = f"failed: {err}"
     gap, lower, how, info = best
-    return {"gap": gap, "lower": lower, "linear_value": ax, "method": how,
+    return {"gap": float(gap), "lower": lower, "linear_value": ax, "method": how,
             "gaps": gaps, "lambda_min_S": info["lambda_min_S"], "shift": info["shift"],
             "duals": {"l": info["l"], "u": info["u"], "N": info["N"]}}
 
@@ -314,7 +314,7 @@ def certify_gram(gram, labels, batches=None, temperature: float = 0.1, relu: boo
     return {
         "objective": float(f),
         "gap": dg["gap"],
-        "lower_bound": float(f) - dg["gap"],
+        "lower_bound": float(f - dg["gap"]),
         "bound": target,
         "tolerance": tol,
         "certified": bool(feasible and dg["gap"] <= target),

@@ -196,7 +196,7 @@ def certify_class_gram(class_gram, counts, temperature: float = 0.1, relu: bool 
     return {
         "objective": f,
         "gap": dg["gap"],
-        "lower_bound": f - dg["gap"],
+        "lower_bound": float(f - dg["gap"]),
         "bound": target,
         "tolerance": tol,
         "certified": bool(feasible and dg["gap"] <= target),
@@ -512,8 +512,8 @@ def solve_reduced(counts, temperature: float = 0.1, relu: bool = True, tol: floa
     f = cert["objective"]
     cert = dict(cert)
     cert["own_gap"] = cert["gap"]
-    cert["gap"] = max(0.0, f - lower)
-    cert["lower_bound"] = lower
+    cert["gap"] = float(max(0.0, f - lower))
+    cert["lower_bound"] = float(lower)
     cert["certified"] = True
     cert["candidate"] = name
     cert["candidates"] = {nm: {"objective": c["objective"], "gap": c["gap"], "feasible": c["feasibility"]["feasible"]}

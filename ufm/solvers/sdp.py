@@ -44,7 +44,8 @@ def sdp_memory_estimate(n: int, n_exp_cones: int, solver: str = "CLARABEL") -> i
     """Rough peak memory (bytes) of the n x n program: the interior-point KKT system holds a dense
     block for the PSD cone (its scaling couples all n(n+1)/2 entries: (n(n+1)/2)^2 numbers, stored
     and factorised, with indices) plus a few hundred bytes per exponential cone, and cvxpy's own
-    canonicalisation of the selection matrices. Calibrated on Clarabel at n = 24..72 (about 400 MB above the baseline at n = 72)."""
+    canonicalisation of the selection matrices. Calibrated on Clarabel at n = 24..72 (about 400 MB
+    above the baseline at n = 72); it predicts ~26 GB at n = 200, where a 24 GiB machine ran out."""
     t = n * (n + 1) // 2
     per_entry = 64 if solver.upper() == "CLARABEL" else 16
     return int(per_entry * t * t + 600 * n_exp_cones + 200e6)
@@ -295,8 +296,8 @@ def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True,
     f = cert["objective"]
     cert = dict(cert)
     cert["own_gap"] = cert["gap"]
-    cert["gap"] = max(0.0, f - lower)
-    cert["lower_bound"] = lower
+    cert["gap"] = float(max(0.0, f - lower))
+    cert["lower_bound"] = float(lower)
     cert["certified"] = True
     cert["candidate"] = name
     cert["candidates"] = {nm: {"objective": c["objective"], "gap": c["gap"], "feasible": c["feasibility"]["feasible"]}

@@ -197,10 +197,20 @@ def test_certificate_rejects_wrong_grams_under_relu():
         assert c["lower_bound"] <= f_star + 1e-12
 
 
-def test_scs_at_loose_accuracy_raises_instead_of_returning():
+@pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
+def test_scs_at_loose_accuracy_is_never_returned_as_is():
     y = labels_of((6, 4, 2))
+    loose = {"solver": "SCS", "eps_abs": 1e-2, "eps_rel": 1e-2}
     with pytest.raises(SolverError, match="certified"):
-        solve_sdp(y, None, TAU, relu=True, solver="SCS", eps_abs=1e-2, eps_rel=1e-2)
+        solve_sdp(y, None, TAU, relu=True, polish=False, **loose)
+    # with polishing the answer is either refused or moved to an exactly certified point (the OF)
+    try:
+        res = solve_sdp(y, None, TAU, relu=True, **loose)
+    except SolverError:
+        return
+    assert res.polished and res.delta_of < 1e-6 and abs(res.objective - of_objective(y, None, TAU)) < 1e-9
+    raw = certify_gram(res.info["raw_gram"], y, None, TAU, relu=True)  # what SCS itself returned
+    assert not raw["certified"]
 
 
 def test_dual_sdp_bound_is_valid_and_tight_at_the_of():
@@ -232,3 +242,18 @@ def test_bad_inputs_are_refused_with_clear_errors():
         solve_reduced((5000, 500, 50, 5), TAU, full_gram=True)
     with pytest.raises(ValueError):
         certify_class_gram(np.eye(2), (3, 3, 3))
+
+
+def test_small_temperature_plateau_is_polished_to_the_of_and_flagged():
+    # at tau = 0.02 the loss saturates (gradients ~ e^{-50}): the interior point stops anywhere on the
+    # plateau, polishing must still reach the exact OF, and the certificate says the tolerance alone
+    # does not resolve the geometry
+    counts = (5000, 500, 50, 5)
+    res = solve_reduced(counts, 0.02, relu=True)
+    assert res.certified and res.delta_of < 1e-6
+    assert abs(res.objective - of_objective(labels_of(counts), None, 0.02)) < 1e-9
+    assert res.certificate["geometry_resolved"] is False
+    assert solve_reduced(counts, TAU, relu=True).certificate["geometry_resolved"] is True
+    y = labels_of((6, 4, 2))
+    sdp = solve_sdp(y, None, 0.02, relu=True)
+    assert sdp.certified and sdp.delta_of < 1e-6

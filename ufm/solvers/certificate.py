@@ -34,6 +34,13 @@ graph-Laplacian construction and the gap is exactly zero), (ii) the explicit dua
 
 A certificate is ``certified`` when X is feasible (lambda_min(X) >= -feas_tol, diagonal within
 ``diag_tol`` of its bounds, entries >= 0 with ReLU) and ``gap <= tol * max(1, |f(X)|)``.
+
+What a certificate does not say. It bounds the objective, not the geometry. At small temperatures
+the loss saturates (gradients ~ e^{-margin/tau}) and very different Grams have objectives equal to
+within the tolerance, or to within rounding. ``spread`` = 2 max(hi) sum |A| bounds, to first order at
+X, how much <A, .> varies over the whole feasible set; ``geometry_resolved`` is False when it is
+below 10x the tolerance: then any feasible Gram near X would pass too, and the returned Gram is the
+exact KKT point found by polishing, not something the tolerance singles out.
 """
 
 from __future__ import annotations
@@ -286,7 +293,9 @@ def dual_gap_bound(grad, point, lo, hi, nonneg: bool, dual_sdp: bool | str = "au
         except Exception as err:  # the analytic bound stays valid; record why the SDP bound is missing
             gaps["dual_sdp"] = f"failed: {err}"
     gap, lower, how, info = best
-    return {"gap": float(gap), "lower": lower, "linear_value": ax, "method": how,
+    # first-order spread of <A, .> over the feasible set (entries of Y and X lie in [-max hi, max hi])
+    spread = float(2.0 * max(1.0, float(np.max(hi))) * np.abs(a).sum())
+    return {"gap": float(gap), "spread": spread, "lower": lower, "linear_value": ax, "method": how,
             "gaps": gaps, "lambda_min_S": info["lambda_min_S"], "shift": info["shift"],
             "duals": {"l": info["l"], "u": info["u"], "N": info["N"]}}
 
@@ -323,6 +332,8 @@ def certify_gram(gram, labels, batches=None, temperature: float = 0.1, relu: boo
         "method": dg["method"],
         "gaps": dg["gaps"],
         "lambda_min_S": dg["lambda_min_S"],
+        "spread": dg["spread"],
+        "geometry_resolved": bool(dg["spread"] > 10 * target),
     }
 
 

@@ -34,6 +34,7 @@ optimum is completely positive, i.e. realised by non-negative features.)
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 from scipy.special import logsumexp
@@ -206,6 +207,8 @@ def certify_class_gram(class_gram, counts, temperature: float = 0.1, relu: bool 
         "method": dg["method"],
         "gaps": dg["gaps"],
         "lambda_min_S": dg["lambda_min_S"],
+        "spread": dg["spread"],
+        "geometry_resolved": bool(dg["spread"] > 10 * target),
     }
 
 
@@ -221,7 +224,9 @@ def _run(prob, solver, what, verbose, **opts):
     import cvxpy as cp
 
     try:
-        prob.solve(solver=solver, verbose=verbose, **opts)
+        with warnings.catch_warnings():  # an inaccurate status is judged by our certificate instead
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            prob.solve(solver=solver, verbose=verbose, **opts)
     except cp.error.SolverError as err:
         raise SolverError(f"{solver} failed on {what}: {err}") from err
     if prob.status not in ("optimal", "optimal_inaccurate"):
@@ -390,7 +395,10 @@ def _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts):
     k = n.size
     off = ~np.eye(k, dtype=bool)
     seen = set()
-    for small, big in ((1e-7, 1e-4), (1e-6, 1e-2), (1e-5, 1e-1)):
+    # the last level pins every bound the gradient's sign points to, however far the solution is from
+    # it: at small tau the objective saturates (gradients ~ e^{-margin/tau}) and the interior point
+    # stops anywhere on a nearly flat plateau
+    for small, big in ((1e-7, 1e-4), (1e-6, 1e-2), (1e-5, 1e-1), (1e-5, np.inf)):
         dpin, zpin = _pins(k0, a0, lo, hi, relu, small, big)
         key = (tuple(np.nan_to_num(dpin, nan=-1.0)), zpin.tobytes())
         if key in seen:

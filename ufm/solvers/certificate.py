@@ -45,6 +45,7 @@ exact KKT point found by polishing, not something the tolerance singles out.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -222,7 +223,9 @@ def _dual_sdp_duals(a, lo, hi, nonneg, solver="CLARABEL", **opts):
     gapw = hi - lo
     obj = hi @ w - (gapw @ cp.pos(w) if np.any(gapw > 0) else 0)
     prob = cp.Problem(cp.Maximize(obj), cons)
-    prob.solve(solver=solver, **opts)
+    with warnings.catch_warnings():  # whatever it returns is made exactly feasible and re-checked
+        warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+        prob.solve(solver=solver, **opts)
     if w.value is None:
         raise SolverError(f"dual SDP of the certificate failed: status {prob.status}")
     wv = np.asarray(w.value, dtype=np.float64)

@@ -209,7 +209,7 @@ def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True,
     relu: add G >= 0. ``opts`` go to cvxpy's ``solve`` (solver settings). Sizes above ``max_n`` or
     whose estimated memory (:func:`sdp_memory_estimate`) exceeds ``max_memory`` (default: half the
     available memory) are refused: full-batch problems of any size go to ``solve_reduced(counts)``,
-    mini-batch problems at scale to gradient descent (``ufm.solvers``'s torch solver).
+    mini-batch problems at scale to gradient descent (``ufm.solvers.solve_gd``).
 
     Returns a :class:`SolveResult` (``gram``, ``objective`` = f recomputed at ``gram``, ``certificate``
     from :func:`certify_gram` with every candidate's lower bound combined, ``delta_of`` / ``delta_etf``
@@ -231,7 +231,7 @@ def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True,
         raise ValueError(
             f"n={n} samples exceeds max_n={max_n} for the n x n SDP (the interior-point method's memory grows "
             f"like n^4). For one full batch use ufm.solvers.solve_reduced(counts) (exact, any n, seconds); "
-            f"for mini-batches at this size use gradient descent on free features (ufm.solvers gd)")
+            f"for mini-batches at this size use gradient descent on free features (ufm.solvers.solve_gd)")
     rows_by_m, wpos, n_exp = _structure(y, blist)
     if n_exp == 0:
         raise ValueError("no batch has an anchor (a sample with a same-class partner in its batch): "
@@ -242,7 +242,7 @@ def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True,
         raise ValueError(
             f"the n x n SDP with n={n} and {n_exp} exponential cones needs about {need / 2**30:.1f} GiB, over the "
             f"budget of {budget / 2**30:.1f} GiB. For one full batch use ufm.solvers.solve_reduced(counts); "
-            f"for mini-batches use gradient descent on free features (ufm.solvers gd)")
+            f"for mini-batches use gradient descent on free features (ufm.solvers.solve_gd)")
     import cvxpy as cp
 
     prob, gvar = _build_problem(n, rows_by_m, wpos, tau, relu)

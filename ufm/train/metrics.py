@@ -1,0 +1,162 @@
+"""Per-epoch evaluation: features of the un-augmented training and test sets, accuracy, and the geometry
+of the training features.
+
+Definitions (h_i the features ``out.features`` of the model in eval mode, z_i = h_i / ||h_i||; class
+means are over the TRAINING set as trained, i.e. after imbalance):
+
+* ``delta_of``, ``delta_etf``: :func:`ufm.geometry.delta_of` / ``delta_etf`` of the training features
+  (uncentred / centred means of the normalised features).
+* ``nc1``: tr(Sigma_W Sigma_B^+)/k of the raw training features (Papyan et al.); ``nc3`` the distance
+  of the classifier to the centred means when the loss trains the classifier.
+* ``ncc_acc``: test accuracy of the nearest class centre rule on the normalised features, centres = the
+  class means of the normalised training features.
+* ``test_acc``, ``train_acc``: accuracy of the loss's scoring rule: ``loss.harness_predict`` scores when
+  the loss gives them, else the logits when the objective trains the classifier, else the nearest
+  class centre (contrastive losses); ``probe_acc`` (those losses): test accuracy of a multinomial
+  logistic-regression probe trained on the normalised training features.
+* Under imbalance (``minority``: the classes the imbalance made smaller): ``test_acc_minority`` / ``test_acc_majority``,
+  ``cos_minority`` / ``cos_majority`` (mean pairwise cosine of the centred class means within each
+  group), ``delta_seli`` (scale-free distance of the centred class-mean Gram to SELI's G_H for the
+  training counts), and for a trained classifier ``cos_minority_w`` / ``cos_majority_w`` and
+  ``delta_seli_w`` on the centred classifier rows (G_W), next to ``delta_etf_w``, their distance to
+  the simplex ETF (the balanced prediction). SELI and minority collapse: see
+  :mod:`ufm.train.references`.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from ufm.geometry import class_means, delta_etf, delta_of, gram_distance, nc_metrics, ncc_predict, normalize_rows
+from ufm.train.references import centred_gram, mean_pairwise_cosine, seli_grams
+
+__all__ = ["extract", "linear_probe", "evaluate_geometry", "accuracy_metrics"]
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def extract(model, dataset, device: torch.device, loss=None, batch_size: int = 1024, amp: bool = False):
+    """Features (N, d) float64 numpy, logits (N, k) or None, loss scores (N, k) or None, labels (N,).
+
+    The model is run in eval mode on the un-augmented, normalised inputs; ``loss.harness_predict`` is
+    asked for scores when ``loss`` is given.
+    """
+    was_training = model.training
+    model.eval()
+    feats, logits, scores = [], [], []
+    try:
+        for s in range(0, len(dataset), batch_size):
+            xb = dataset.to_input(dataset.x[s : s + batch_size].to(device))
+            with _autocast(device, amp):
+                out = model(xb)
+            feats.append(out.features.float().cpu())
+            if out.logits is not None:
+                logits.append(out.logits.float().cpu())
+            if loss is not None:
+                sc = loss.harness_predict(out, model)
+                if sc is not None:
+                    scores.append(sc.float().cpu())
+    finally:
+        model.train(was_training)
+    f = torch.cat(feats).double().numpy()
+    if not np.all(np.isfinite(f)):
+        raise ValueError("the model produced NaN or infinite features during evaluation (training diverged?)")
+    lg = torch.cat(logits).double().numpy() if logits else None
+    sc = torch.cat(scores).double().numpy() if scores else None
+    return f, lg, sc, dataset.labels
+
+
+def linear_probe(train_z: np.ndarray, train_y: np.ndarray, test_z: np.ndarray, num_classes: int,
+                 weight_decay: float = 1e-4, max_iter: int = 100) -> np.ndarray:
+    """Predictions of a multinomial logistic regression fitted by full-batch L-BFGS (float64, CPU,
+    deterministic) on standardised training features with an L2 penalty ``weight_decay/2 ||W||^2``."""
+    x = torch.as_tensor(train_z, dtype=torch.float64)
+    mu, sd = x.mean(0), x.std(0).clamp(min=1e-8)
+    x = (x - mu) / sd
+    y = torch.as_tensor(train_y, dtype=torch.long)
+    w = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        obj = torch.nn.functional.cross_entropy(x @ w + b, y) + 0.5 * weight_decay * (w * w).sum()
+        obj.backward()
+        return obj
+
+    opt.step(closure)
+    xt = (torch.as_tensor(test_z, dtype=torch.float64) - mu) / sd
+    with torch.no_grad():
+        return (xt @ w + b).argmax(1).numpy()
+
+
+def _acc(pred: np.ndarray, y: np.ndarray, classes=None) -> float:
+    if classes is not None:
+        mask = np.isin(y, classes)
+        return float((pred[mask] == y[mask]).mean()) if mask.any() else float("nan")
+    return float((pred == y).mean())
+
+
+def evaluate_geometry(train_f: np.ndarray, train_y: np.ndarray, num_classes: int, weight=None, bias=None,
+                      minority=None) -> dict:
+    """Geometry of the training features (module docstring); ``weight``/``bias`` the classifier when
+    trained; ``minority`` the classes made minority by the imbalance (the imbalance metrics need it)."""
+    counts = np.bincount(train_y, minlength=num_classes)
+    if np.any(counts == 0):
+        raise ValueError(f"classes {np.flatnonzero(counts == 0).tolist()} have no training sample")
+    out = {"delta_of": delta_of(train_f, train_y), "delta_etf": delta_etf(train_f, train_y)}
+    nc = nc_metrics(train_f, train_y, weight=weight, bias=bias)
+    out["nc1"] = nc["nc1"]
+    if "nc3" in nc:
+        out["nc3"] = nc["nc3"]
+    minority = np.zeros(0, dtype=np.int64) if minority is None else np.asarray(minority, dtype=np.int64)
+    if minority.size:
+        majority = np.setdiff1d(np.arange(num_classes), minority)
+        g = centred_gram(class_means(train_f, train_y, num_classes))
+        g_h, g_w = seli_grams(counts)
+        out["cos_minority"] = mean_pairwise_cosine(g, minority)
+        out["cos_majority"] = mean_pairwise_cosine(g, majority)
+        out["delta_seli"] = gram_distance(g, g_h)
+        if weight is not None:
+            gw = centred_gram(weight)
+            out["cos_minority_w"] = mean_pairwise_cosine(gw, minority)
+            out["cos_majority_w"] = mean_pairwise_cosine(gw, majority)
+            out["delta_seli_w"] = gram_distance(gw, g_w)
+            out["delta_etf_w"] = gram_distance(gw, np.eye(num_classes) - 1.0 / num_classes)
+    return out
+
+
+def accuracy_metrics(scoring: str, train, test, num_classes: int, probe: bool, minority=None) -> dict:
+    """Train / test accuracy by the scoring rule, ``ncc_acc`` and (optionally) ``probe_acc``.
+
+    ``train``/``test``: the tuples returned by :func:`extract`. ``scoring``: "scores", "logits" or "ncc".
+    """
+    tr_f, tr_lg, tr_sc, tr_y = train
+    te_f, te_lg, te_sc, te_y = test
+    tr_z, te_z = normalize_rows(tr_f), normalize_rows(te_f)
+    centres = class_means(tr_z, tr_y, num_classes)
+    ncc_test = ncc_predict(te_z, centres)
+    if scoring == "scores":
+        tr_pred, te_pred = tr_sc.argmax(1), te_sc.argmax(1)
+    elif scoring == "logits":
+        tr_pred, te_pred = tr_lg.argmax(1), te_lg.argmax(1)
+    elif scoring == "ncc":
+        tr_pred, te_pred = ncc_predict(tr_z, centres), ncc_test
+    else:
+        raise ValueError(f"unknown scoring rule {scoring!r}")
+    out = {"train_acc": _acc(tr_pred, tr_y), "test_acc": _acc(te_pred, te_y), "ncc_acc": _acc(ncc_test, te_y)}
+    if minority is not None and len(minority):
+        out["test_acc_minority"] = _acc(te_pred, te_y, np.asarray(minority))
+        out["test_acc_majority"] = _acc(te_pred, te_y, np.setdiff1d(np.arange(num_classes), minority))
+    if probe:
+        out["probe_acc"] = _acc(linear_probe(tr_z, tr_y, te_z, num_classes), te_y)
+    return out

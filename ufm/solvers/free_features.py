@@ -67,7 +67,7 @@ class FreeFeaturesResult:
             return self.model.features().detach().cpu().double().numpy()
 
 
-def _geometry(model: FreeFeatures, y: np.ndarray) -> dict:
+def _geometry(model: FreeFeatures, y: np.ndarray, loss: nn.Module | None = None) -> dict:
     h = model.features().detach().cpu().double().numpy()
     out = {"feature_norm": float(np.linalg.norm(h, axis=1).mean())}
     try:
@@ -79,8 +79,13 @@ def _geometry(model: FreeFeatures, y: np.ndarray) -> dict:
     out["nc1"] = nc["nc1"]
     out["nc3"] = nc.get("nc3", float("nan"))
     with torch.no_grad():
-        logits = model.classifier(model.features())
-    out["train_acc"] = float((logits.argmax(1).cpu().numpy() == y).mean())
+        full = model()
+        scores = loss.harness_predict(full, model) if hasattr(loss, "harness_predict") else None
+        if scores is None:  # the loss trains the linear classifier: score with it (NC3 is meaningful)
+            scores = full.logits
+        else:  # the loss predicts by its own rule (e.g. cosine to fixed centroids): the head is unused
+            out["nc3"] = float("nan")
+    out["train_acc"] = float((scores.argmax(1).cpu().numpy() == y).mean())
     return out
 
 
@@ -165,7 +170,7 @@ def train_free_features(
             step += 1
             last = step == steps
             if step % record_every == 0 or last or step == 1:
-                row = {"step": step, "epoch": epoch, "loss": epoch_loss[-1], **_geometry(model, y)}
+                row = {"step": step, "epoch": epoch, "loss": epoch_loss[-1], **_geometry(model, y, loss)}
                 if extra_metrics is not None:
                     row.update(extra_metrics(model, loss))
                 history.append(row)

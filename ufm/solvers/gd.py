@@ -1,0 +1,594 @@
+"""Gradient-based solver of the SCL unconstrained features model (UFM) on free features, in torch.
+
+Every sample ``i`` owns a free vector ``h_i in R^d``; ``z_i = h_i / ||h_i||``. For a batching ``{B}``
+and temperature ``tau`` the objective is the one of :mod:`ufm.solvers.objective`,
+
+    f(H) = sum_B 1/|A_B| sum_{i in A_B} [ log sum_{l in B, l != i} exp(z_i.z_l / tau)
+                                           - 1/|P_i| sum_{j in P_i} z_i.z_j / tau ],
+
+``P_i = {j in B \\ {i}: y_j = y_i}``, ``A_B = {i in B: |P_i| >= 1}``: for one full batch it is
+``SupConLoss`` of the features, and it equals ``scl_gram_objective(Z Z^T)``.
+
+Non-negativity (``relu=True``, the UFM+ of Kini et al.): the minimisers are then the orthogonal
+frame (OF) for any class sizes, which needs ``d >= k``. Three ways to keep ``H >= 0``:
+
+* ``nonneg="relu"`` (default for Adam/SGD): ``H = relu(W)``, ``W`` initialised ``|N(0, 1)|``. An
+  entry whose ``W`` becomes negative is *dead* (zero gradient) and stays at 0 -- what the OF wants
+  off its class's support, but a sample whose entries die on its class's support cannot come back:
+  the run can stall short of the OF, and a row whose entries all die has no direction (an error).
+  Not offered with L-BFGS: its long line-search steps kill units (at n = 200, d = 16 two seeds out
+  of four stalled at Delta_OF 0.009 and 0.04).
+* ``nonneg="square"`` (default for L-BFGS): ``H = W * W``, ``W ~ N(0, 1)``. Smooth, no dead units;
+  an entry reaches 0 only in the limit ``W -> 0`` (the final approach to the OF is linear, slow
+  once ``Delta_OF`` is below ~1e-6).
+* ``nonneg="project"``: ``H = W``, projected onto ``H >= 0`` after every step (projected gradient).
+  Adam and SGD only: a projection does not fit the L-BFGS line search.
+
+Without ReLU (``relu=False``) ``H = W`` is free (balanced classes: the simplex ETF, Graf et al.).
+
+The loss is evaluated in the requested dtype (float64 by default: relative accuracy ``1e-6`` of
+the objective and ``Delta_OF < 1e-5`` need it). A batch larger than ``dense_max`` is evaluated one
+block of anchor rows at a time with an explicit gradient (``O(n d)`` memory besides one block, so
+``n = 10^4`` fits); smaller batches are evaluated together as one padded ``(batches, m, m)`` tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ufm._checks import as_label_array
+from ufm.batching import binding_examples, bind, epoch_seed, random_batches
+from ufm.device import default_device
+from ufm.geometry import delta_etf, delta_of
+from ufm.solvers.objective import normalize_batching
+
+__all__ = ["GDResult", "GDDivergedError", "scl_feature_objective", "solve_gd", "steps_to_of"]
+
+_NONNEG = ("relu", "square", "project")
+_OPTIMIZERS = ("lbfgs", "adam", "sgd")
+_DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.05, "sgd": 1.0}
+
+
+class GDDivergedError(FloatingPointError, ValueError):
+    """The optimisation produced a non-finite loss or a feature row without direction."""
+
+
+# ----------------------------------------------------------------------------- the objective
+# Both evaluators split each anchor term as  lse_i - (1/tau) z_i . (S_{B, y_i} - z_i) / |P_i|,  with
+# S_{B, c} the sum of the batch's class-c features: the positive part costs O(|B| d) (autograd), the
+# log-sum-exp part is formed with its gradient in one pass (no n x n matrix kept for backward):
+#     d/dz [sum_i w_i lse_i] = (W P) Z / tau + (W P)^T Z / tau,  P_il = softmax_{l in B, l != i}(z_i.z_l/tau).
+
+def _no_shift(inv_t: float, m: int, dtype) -> bool:
+    """``|s_il| <= 1/tau`` for unit ``z``: ``exp(s)`` needs no max-shift while ``m e^{1/tau}`` and
+    ``e^{-1/tau}`` stay in the dtype's normal range (tau = 0.1: both dtypes; tau = 0.01: float64 only)."""
+    info = torch.finfo(dtype)
+    return inv_t + math.log(max(m, 1)) < math.log(info.max) - 4.0 and -inv_t > math.log(info.tiny) + 4.0
+
+
+class _LSEBlock(torch.autograd.Function):
+    """``sum_i w_i logsumexp_{l != i}(z_i . z_l / tau)`` over the anchor rows ``rows`` of one batch
+    ``z`` (m x d), one block of ``block`` rows at a time."""
+
+    @staticmethod
+    def forward(ctx, z, rows, w, inv_t, block):
+        m, d = z.shape
+        dev = z.device
+        grad = torch.zeros_like(z)
+        total = torch.zeros((), dtype=z.dtype, device=dev)
+        no_shift = _no_shift(inv_t, m, z.dtype)
+        zs = z * inv_t
+        z1 = torch.cat([z, torch.ones((m, 1), dtype=z.dtype, device=dev)], dim=1)
+        buf = torch.empty((min(block, rows.numel()), m), dtype=z.dtype, device=dev)
+        for start in range(0, rows.numel(), block):
+            r = rows[start:start + block]
+            wr = w[start:start + block]
+            c = r.numel()
+            e = torch.mm(zs[r], z.T, out=buf[:c])  # s_il = z_i . z_l / tau
+            e[torch.arange(c, device=dev), r] = -math.inf
+            shift = 0.0
+            if not no_shift:
+                shift = e.max(dim=1, keepdim=True).values
+                e.sub_(shift)
+                shift = shift[:, 0]
+            e.exp_()
+            ez = e @ z1  # (c, d + 1): E z and the row sums in one pass
+            tot = ez[:, d]
+            total += (wr * (tot.log() + shift)).sum()
+            coef = (wr * inv_t / tot)[:, None]  # rows of W P / tau are coef * E
+            grad.index_add_(0, r, coef * ez[:, :d])
+            grad.addmm_(e.T, coef * z[r])
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return g * grad, None, None, None, None
+
+
+class _LSEDense(torch.autograd.Function):
+    """The same for a group of padded batches ``zb`` (B x m x d): ``cols`` (B x m x m) marks the
+    entries ``l != i`` of real samples in anchor rows, ``w`` (B x m) is ``1/|A_B|`` on anchors, else 0."""
+
+    @staticmethod
+    def forward(ctx, zb, cols, w, inv_t):
+        s = torch.bmm(zb * inv_t, zb.transpose(1, 2))
+        s.masked_fill_(~cols, -math.inf)
+        shift = 0.0
+        if not _no_shift(inv_t, zb.shape[1], zb.dtype):
+            shift = s.max(dim=2, keepdim=True).values.clamp_min(-1e30)  # rows of -inf (non-anchors) stay -inf
+            s.sub_(shift)
+            shift = shift[..., 0]
+        e = s.exp_()
+        tot = e.sum(2)
+        live = w > 0
+        tot = torch.where(live, tot, torch.ones_like(tot))
+        total = (w * (tot.log() + shift)).sum()
+        coef = (w * inv_t / tot)[..., None]
+        grad = coef * torch.bmm(e, zb) + torch.bmm(e.transpose(1, 2), coef * zb)
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return g * grad, None, None, None
+
+
+def _normalise(h: torch.Tensor) -> torch.Tensor:
+    """Rows of ``h`` scaled to unit norm; a zero row has no direction and is an error."""
+    norms = h.norm(dim=1, keepdim=True)
+    if not bool(torch.isfinite(norms).all()):
+        raise GDDivergedError("the features became non-finite or their norm overflows (step size too large?)")
+    if bool((norms == 0).any()):
+        bad = int(torch.nonzero(norms[:, 0] == 0)[0, 0])
+        raise GDDivergedError(f"feature row {bad} is zero (all its entries are dead or projected to 0): "
+                              "it has no direction")
+    return h / norms
+
+
+class _Plan:
+    """A batching prepared on a device: padded groups of small batches, row blocks for large ones.
+
+    Per sample slot it stores the anchor weight ``w = 1/|A_B|`` (0 for non-anchors and padding), the
+    positive weight ``w / |P_i|`` and the slot of its (batch, class) sum ``S_{B, y_i}``.
+    """
+
+    def __init__(self, y: np.ndarray, batches: list[np.ndarray], device, dense_max: int, block_entries: int):
+        big, small = [], []
+        for b in batches:
+            counts = np.bincount(y[b])
+            if not np.any(counts[y[b]] >= 2):
+                continue  # no anchor: the batch contributes 0
+            (big if b.size > dense_max else small).append(b)
+        self.big = [self._big(y, b, device, block_entries) for b in big]
+        self.groups = []
+        small.sort(key=len)
+        group, width = [], 0
+        for b in small:
+            if group and (len(group) + 1) * max(width, b.size) ** 2 > block_entries:
+                self.groups.append(self._dense(y, group, device))
+                group, width = [], 0
+            group.append(b)
+            width = max(width, b.size)
+        if group:
+            self.groups.append(self._dense(y, group, device))
+
+    @staticmethod
+    def _weights(yb: np.ndarray):
+        _, inv, counts = np.unique(yb, return_inverse=True, return_counts=True)
+        npos = counts[inv] - 1
+        anchor = npos > 0
+        w = np.where(anchor, 1.0 / max(anchor.sum(), 1), 0.0)
+        return inv, int(counts.size), w, np.where(anchor, w / np.maximum(npos, 1), 0.0)
+
+    @staticmethod
+    def _dense(y, group, device):
+        nb, m = len(group), max(b.size for b in group)
+        idx = np.zeros((nb, m), dtype=np.int64)
+        valid = np.zeros((nb, m), dtype=bool)
+        w = np.zeros((nb, m))
+        bpos = np.zeros((nb, m))
+        slot = np.zeros((nb, m), dtype=np.int64)
+        nslots = 0
+        for t, b in enumerate(group):
+            inv, kb, wb, pb = _Plan._weights(y[b])
+            idx[t, :b.size] = b
+            valid[t, :b.size] = True
+            w[t, :b.size] = wb
+            bpos[t, :b.size] = pb
+            slot[t, :b.size] = nslots + inv
+            nslots += kb
+        slot[~valid] = nslots  # padding sums into a spare slot that no real sample reads
+        eye = np.eye(m, dtype=bool)[None]
+        cols = valid[:, None, :] & ~eye & (w > 0)[:, :, None]
+        t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+        return dict(idx=t(idx), valid=t(valid), cols=t(cols), w=t(w), bpos=t(bpos), slot=t(slot),
+                    nslots=nslots + 1)
+
+    @staticmethod
+    def _big(y, b, device, block_entries):
+        inv, kb, w, bpos = _Plan._weights(y[b])
+        rows = np.flatnonzero(w > 0)
+        t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+        return dict(idx=t(b), slot=t(inv), nslots=kb, rows=t(rows), w=t(w[rows]), bpos=t(bpos),
+                    block=max(1, block_entries // b.size))
+
+    @property
+    def empty(self) -> bool:
+        return not self.groups and not self.big
+
+    def __call__(self, z: torch.Tensor, inv_t: float) -> torch.Tensor:
+        total = z.new_zeros(())
+        dt = z.dtype
+        for g in self.groups:
+            zb = z[g["idx"]] * g["valid"][..., None].to(dt)  # (B, m, d), padding rows 0
+            lse = _LSEDense.apply(zb, g["cols"], g["w"].to(dt), inv_t)
+            flat = zb.reshape(-1, zb.shape[2])
+            slot = g["slot"].reshape(-1)
+            sums = flat.new_zeros((g["nslots"], flat.shape[1])).index_add(0, slot, flat)
+            pos = ((sums[slot] - flat) * flat).sum(1)  # z_i . sum_{j in P_i} z_j
+            total = total + lse - inv_t * (g["bpos"].reshape(-1).to(dt) * pos).sum()
+        for g in self.big:
+            zb = z[g["idx"]]
+            lse = _LSEBlock.apply(zb, g["rows"], g["w"].to(dt), inv_t, g["block"])
+            sums = zb.new_zeros((g["nslots"], zb.shape[1])).index_add(0, g["slot"], zb)
+            pos = ((sums[g["slot"]] - zb) * zb).sum(1)
+            total = total + lse - inv_t * (g["bpos"].to(dt) * pos).sum()
+        return total
+
+
+def _check_temperature(temperature) -> float:
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    return float(temperature)
+
+
+def scl_feature_objective(features: torch.Tensor, labels, batches=None, temperature: float = 0.1,
+                          dense_max: int = 1024, block_entries: int = 1 << 20) -> torch.Tensor:
+    """``f(H)`` of the module docstring for features ``H`` (n x d, any float dtype, differentiable).
+
+    ``batches``: ``None`` (one full batch) or a list of index arrays. Each batch contributes the mean
+    of its anchors' SupCon terms, so for one batch this is ``SupConLoss(temperature)(H, labels)``
+    (computed here in ``H``'s dtype rather than in float32).
+    """
+    if not isinstance(features, torch.Tensor) or features.dim() != 2 or not features.dtype.is_floating_point:
+        raise ValueError("features must be a floating-point torch tensor of shape (n, d)")
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("features contain NaN or infinite values")
+    n = features.shape[0]
+    y = as_label_array(labels, n=n)
+    inv_t = 1.0 / _check_temperature(temperature)
+    plan = _Plan(y, normalize_batching(n, batches), features.device, dense_max, block_entries)
+    return plan(_normalise(features), inv_t)
+
+
+# ----------------------------------------------------------------------------- the solver
+@dataclass
+class GDResult:
+    """Outcome of :func:`solve_gd`.
+
+    features: final ``H`` (n x d, float64 numpy; ``>= 0`` with ReLU).
+    objective: ``f(H)`` in float64 on the batching that was minimised (the full batch for a
+        stochastic run, i.e. ``batches`` a callable): the convention of ``scl_gram_objective``.
+    history: lists ``step``, ``loss`` (the objective the step saw: ``f`` for a fixed batching, the
+        mini-batch's mean for a stochastic run), ``delta_of``, ``delta_etf``, ``seconds``.
+    steps_to_target: first recorded step with ``delta_of < target_delta_of`` (``None`` if never).
+    steps: optimiser steps taken (L-BFGS: iterations; each may evaluate ``f`` several times).
+    evaluations: evaluations of the objective (and its gradient).
+    stop_reason: ``"steps"``, ``"tol"``, ``"target"``, ``"stalled"`` or ``"callback"``.
+    """
+
+    features: np.ndarray
+    objective: float
+    history: dict[str, list] = field(default_factory=dict)
+    steps_to_target: int | None = None
+    seconds: float = 0.0
+    device: str = "cpu"
+    steps: int = 0
+    evaluations: int = 0
+    stop_reason: str = "steps"
+    delta_of: float = float("nan")
+    delta_etf: float = float("nan")
+
+
+def _init(n: int, dim: int, relu: bool, nonneg: str, seed: int, dtype, device, init=None) -> torch.Tensor:
+    """The free parameter ``W``: seeded ``N(0, 1)`` (``|N(0, 1)|`` for relu/project), or the one
+    that maps to the given starting features ``init`` (``W = sqrt(H)`` for ``square``)."""
+    if init is None:
+        gen = torch.Generator().manual_seed(seed)
+        w = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+        if relu and nonneg in ("relu", "project"):
+            w = w.abs()  # start inside the orthant: no entry starts dead
+    else:
+        h = np.asarray(init.detach().cpu() if isinstance(init, torch.Tensor) else init, dtype=np.float64)
+        if h.shape != (n, dim):
+            raise ValueError(f"init must have shape (n, dim) = {(n, dim)}, got {h.shape}")
+        if not np.all(np.isfinite(h)):
+            raise ValueError("init contains NaN or infinite values")
+        if relu and h.min() < 0:
+            raise ValueError("init must be non-negative with relu=True")
+        if np.any(np.linalg.norm(h, axis=1) == 0):
+            raise ValueError(f"init row {int(np.flatnonzero(np.linalg.norm(h, axis=1) == 0)[0])} is zero: "
+                             "it has no direction")
+        w = torch.tensor(np.sqrt(h) if relu and nonneg == "square" else h)
+    return w.to(dtype=dtype, device=device).requires_grad_(True)
+
+
+def _features(w: torch.Tensor, relu: bool, nonneg: str) -> torch.Tensor:
+    if not relu or nonneg == "project":
+        return w
+    if nonneg == "relu":
+        return torch.relu(w)
+    return w * w
+
+
+def _stochastic_batches(batches, y):
+    """Yield the batches of ``batches(0)``, then of ``batches(1)``, ... forever."""
+    epoch = 0
+    while True:
+        bl = normalize_batching(y.size, batches(epoch))
+        for b in bl:
+            yield b
+        epoch += 1
+
+
+def solve_gd(
+    labels,
+    dim: int,
+    temperature: float = 0.1,
+    relu: bool = True,
+    nonneg: str | None = None,
+    batches=None,
+    optimizer: str = "lbfgs",
+    lr: float | None = None,
+    steps: int = 500,
+    seed: int = 0,
+    device=None,
+    dtype: torch.dtype = torch.float64,
+    record_every: int = 1,
+    tol: float | None = None,
+    target_delta_of: float | None = None,
+    stop_at_target: bool = False,
+    callback: Callable | None = None,
+    init=None,
+    history_size: int = 50,
+    dense_max: int = 1024,
+    block_entries: int = 1 << 20,
+) -> GDResult:
+    """Minimise ``f(H)`` (module docstring) over free features from a seeded random start.
+
+    Args:
+        labels: (n,) integer class labels.
+        dim: feature dimension ``d`` (``d >= k`` with ``relu``: the OF needs ``k`` orthogonal
+            non-negative directions).
+        relu: keep ``H >= 0`` (the UFM+); ``nonneg`` says how: ``"square"`` (default with L-BFGS),
+            ``"relu"`` (default with Adam/SGD) or ``"project"`` (module docstring).
+        batches: ``None`` / ``"full"`` (one full batch), a list of index arrays (a fixed batching:
+            every step uses the gradient of the whole sum), or a callable ``epoch -> list of
+            batches`` (stochastic: one step per batch, a new batching per epoch; Adam/SGD only).
+        optimizer: ``"lbfgs"`` (``torch.optim.LBFGS``, strong Wolfe line search, one iteration per
+            step), ``"adam"`` or ``"sgd"``. Default ``lr``: 1 for L-BFGS and SGD, 0.05 for Adam.
+        steps: maximal number of steps (>= 1).
+        tol: stop when a step lowers the objective by less than ``tol * max(1, |f|)`` twice in a row
+            (fixed batchings only). Default: ``1e-13`` for L-BFGS, no early stop for Adam/SGD.
+            L-BFGS also stops when a line search cannot move (``"stalled"``).
+        target_delta_of: record ``steps_to_target``, the first recorded step with ``Delta_OF`` below
+            it (``Delta_OF`` is computed every ``record_every`` steps); ``stop_at_target`` ends the
+            run there.
+        callback: ``callback(step, H, loss)`` after every recorded step (``H`` a detached tensor);
+            returning ``True`` stops the run.
+        init: starting features ``H`` (n x d) instead of the seeded random start, e.g. the result of
+            a float32 run continued in float64.
+        dtype: float64 (default) or float32: about twice as fast at large ``n``, but the objective
+            then resolves only ~1e-7 relative changes, so L-BFGS stalls near ``Delta_OF ~ 1e-2``
+            (objective ~3e-6 above the optimum at n = 200 to 2000); continue in float64 (``init``)
+            to reach the OF.
+
+    Raises:
+        ValueError: bad labels, ``dim``, ``steps``, optimizer, parametrisation or batching;
+        GDDivergedError (a ValueError): a non-finite loss or a zero feature row, with the step.
+    """
+    y = as_label_array(labels)
+    n = y.size
+    if n < 2:
+        raise ValueError(f"need at least 2 samples, got {n}")
+    k = np.unique(y).size
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if relu and dim < k:
+        raise ValueError(f"dim={dim} < k={k} classes: with ReLU the minimiser is an orthogonal frame, "
+                         f"which needs d >= k non-negative orthogonal directions")
+    inv_t = 1.0 / _check_temperature(temperature)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}: use one of {_OPTIMIZERS}")
+    if nonneg is None:
+        nonneg = "square" if optimizer == "lbfgs" else "relu"
+    if nonneg not in _NONNEG:
+        raise ValueError(f"unknown nonneg {nonneg!r}: use one of {_NONNEG}")
+    if relu and nonneg != "square" and optimizer == "lbfgs":
+        raise ValueError(f"nonneg={nonneg!r} is not supported with L-BFGS (a projection breaks its line search, "
+                         "and long line-search steps kill ReLU units): use nonneg='square', or adam/sgd")
+    if record_every < 1:
+        raise ValueError(f"record_every must be >= 1, got {record_every}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    lr = _DEFAULT_LR[optimizer] if lr is None else lr
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    stochastic = callable(batches)
+    if stochastic and optimizer == "lbfgs":
+        raise ValueError("L-BFGS needs a fixed objective: pass a fixed batching, or use adam/sgd with a callable")
+    if isinstance(batches, str):
+        if batches != "full":
+            raise ValueError(f"batches must be None, 'full', a list of index arrays or a callable, got {batches!r}")
+        batches = None
+    if tol is None:
+        tol = 1e-13 if optimizer == "lbfgs" else 0.0
+    dev = default_device(device)
+
+    w = _init(n, dim, relu, nonneg, int(seed), dtype, dev, init)
+    if optimizer == "lbfgs":
+        opt = torch.optim.LBFGS([w], lr=lr, max_iter=1, max_eval=26, history_size=history_size,
+                                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
+    elif optimizer == "adam":
+        opt = torch.optim.Adam([w], lr=lr)
+    else:
+        opt = torch.optim.SGD([w], lr=lr)
+
+    if stochastic:
+        fixed_plan = None
+        batch_iter = _stochastic_batches(batches, y)
+    else:
+        fixed_plan = _Plan(y, normalize_batching(n, batches), dev, dense_max, block_entries)
+        if fixed_plan.empty:
+            raise ValueError("no batch holds two samples of one class: the objective is identically 0")
+    history: dict[str, list] = {"step": [], "loss": [], "delta_of": [], "delta_etf": [], "seconds": []}
+    counters = {"evals": 0, "step": 0}
+    memo: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def evaluate(plan) -> torch.Tensor:
+        for wc, loss_c, grad_c in memo:  # L-BFGS re-evaluates the accepted point of its line search
+            if torch.equal(wc, w.detach()):
+                w.grad = grad_c.clone()
+                return loss_c
+        opt.zero_grad(set_to_none=True)
+        counters["evals"] += 1
+        if plan.empty:  # a mini-batch without an anchor: loss 0, gradient 0
+            w.grad = torch.zeros_like(w)
+            return torch.zeros((), dtype=w.dtype, device=w.device)
+        try:
+            z = _normalise(_features(w, relu, nonneg))
+        except GDDivergedError as e:
+            raise GDDivergedError(f"at step {counters['step']}: {e}") from None
+        loss = plan(z, inv_t)
+        if not bool(torch.isfinite(loss)):
+            raise GDDivergedError(f"the objective became non-finite ({float(loss)}) at step {counters['step']}")
+        loss.backward()
+        if not bool(torch.isfinite(w.grad).all()):
+            raise GDDivergedError(f"the gradient became non-finite at step {counters['step']}")
+        if optimizer == "lbfgs":
+            memo.append((w.detach().clone(), loss.detach(), w.grad.clone()))
+            del memo[:-3]
+        return loss.detach()
+
+    def geometry() -> tuple[np.ndarray, float, float]:
+        with torch.no_grad():
+            h = _features(w, relu, nonneg).detach().to(torch.float64).cpu().numpy()
+        if not np.all(np.isfinite(np.linalg.norm(h, axis=1))):
+            raise GDDivergedError(f"at step {counters['step']}: the features became non-finite or their norm "
+                                  "overflows (step size too large?)")
+        try:
+            return h, delta_of(h, y), (delta_etf(h, y) if k >= 2 else float("nan"))
+        except ValueError as e:
+            raise GDDivergedError(f"at step {counters['step']}: {e}") from None
+
+    def record(step: int, loss: float) -> None:
+        nonlocal steps_to_target
+        _, d_of, d_etf = geometry()
+        for name, val in zip(history, (step, loss, d_of, d_etf, time.perf_counter() - t0)):
+            history[name].append(val)
+        if target_delta_of is not None and steps_to_target is None and d_of < target_delta_of:
+            steps_to_target = step
+
+    t0 = time.perf_counter()
+    steps_to_target = None
+    stop_reason = "steps"
+    small_moves, prev = 0, None
+    record(0, float("nan"))
+    step = 0
+    while step < steps:
+        if stop_at_target and steps_to_target is not None:
+            stop_reason = "target"
+            break
+        step += 1
+        counters["step"] = step
+        stalled = False
+        if stochastic:
+            loss = evaluate(_Plan(y, [next(batch_iter)], dev, dense_max, block_entries))
+            opt.step()
+        elif optimizer == "lbfgs":
+            before = w.detach().clone()
+            opt.step(lambda: evaluate(fixed_plan))
+            loss = evaluate(fixed_plan)  # at the accepted point (from the memo)
+            stalled = torch.equal(before, w.detach())
+        else:
+            loss = evaluate(fixed_plan)  # at the point before the step
+            opt.step()
+        if relu and nonneg == "project":
+            with torch.no_grad():
+                w.clamp_(min=0.0)
+        loss_f = float(loss)
+        if tol > 0 and not stochastic:
+            small_moves = small_moves + 1 if prev is not None and prev - loss_f <= tol * max(1.0, abs(loss_f)) else 0
+            prev = loss_f
+        if step % record_every == 0 or step == steps or stalled or small_moves >= 2:
+            record(step, loss_f)
+            if callback is not None and callback(step, _features(w, relu, nonneg).detach(), loss_f):
+                stop_reason = "callback"
+                break
+        if stalled:
+            stop_reason = "stalled"
+            break
+        if small_moves >= 2:
+            stop_reason = "tol"
+            break
+    if stop_reason == "steps" and stop_at_target and steps_to_target is not None:
+        stop_reason = "target"
+    seconds = time.perf_counter() - t0
+    h, d_of, d_etf = geometry()
+    final_batches = None if stochastic else batches
+    with torch.no_grad():
+        h64 = torch.as_tensor(h, device=dev)
+        objective = float(scl_feature_objective(h64, y, final_batches, temperature, dense_max, block_entries))
+    return GDResult(features=h, objective=objective, history=history, steps_to_target=steps_to_target,
+                    seconds=seconds, device=str(dev), steps=int(step), evaluations=counters["evals"],
+                    stop_reason=stop_reason, delta_of=d_of, delta_etf=d_etf)
+
+
+def steps_to_of(
+    labels,
+    dim: int,
+    batch_size: int,
+    binding: bool,
+    seed: int,
+    temperature: float = 0.1,
+    threshold: float = 1e-3,
+    max_steps: int = 20000,
+    lr: float = 0.05,
+    relu: bool = True,
+    nonneg: str = "relu",
+    drop_last: bool = False,
+    check_every: int = 1,
+    device=None,
+    dtype: torch.dtype = torch.float64,
+) -> int | None:
+    """Adam steps (one per mini-batch) until ``Delta_OF < threshold``, or ``None`` within ``max_steps``.
+
+    Epoch ``e`` is ``random_batches(labels, batch_size, epoch_seed(seed, e))``; with ``binding`` the
+    ``k`` binding examples ``binding_examples(labels, seed)`` are appended to every batch. The
+    features start from the seeded initialisation of :func:`solve_gd` (seed ``seed``), so binding
+    and no binding with the same seed start from the same point. ``Delta_OF`` is checked every
+    ``check_every`` steps (the count is a multiple of it).
+    """
+    y = as_label_array(labels)
+    bnd = binding_examples(y, seed) if binding else None
+
+    def epoch_batches(e: int) -> list[np.ndarray]:
+        bl = random_batches(y, batch_size, epoch_seed(seed, e), drop_last)
+        return bind(bl, bnd, y.size) if bnd is not None else bl
+
+    epoch_batches(0)  # validates batch_size before the run starts
+    res = solve_gd(y, dim, temperature=temperature, relu=relu, nonneg=nonneg, batches=epoch_batches,
+                   optimizer="adam", lr=lr, steps=max_steps, seed=seed, device=device, dtype=dtype,
+                   record_every=check_every, target_delta_of=threshold, stop_at_target=True)
+    return res.steps_to_target

@@ -10,7 +10,7 @@ profiles, and the ``python -m ufm train`` command.
 from __future__ import annotations
 
 from ufm.train.config import PROFILES, TrainConfig, available_configs, config_dir, load_config, parse_overrides
-from ufm.train.loop import CHECKPOINT, METRIC_KEYS, METRICS_FILE, build_run, lr_factor, read_metrics, train
+from ufm.train.loop import CHECKPOINT, METRIC_KEYS, METRICS_FILE, BatchObjective, build_run, lr_factor, read_metrics, train
 from ufm.train.references import centred_gram, mean_pairwise_cosine, seli_grams
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "config_dir",
     "PROFILES",
     "train",
+    "BatchObjective",
     "build_run",
     "read_metrics",
     "lr_factor",

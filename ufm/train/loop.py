@@ -49,7 +49,7 @@ from ufm.train import distributed as ddp
 from ufm.train.config import RESUME_FREE, TrainConfig
 from ufm.train.metrics import accuracy_metrics, evaluate_geometry, extract
 
-__all__ = ["train", "lr_factor", "METRIC_KEYS", "CHECKPOINT", "METRICS_FILE", "read_metrics", "build_run"]
+__all__ = ["train", "BatchObjective", "lr_factor", "METRIC_KEYS", "CHECKPOINT", "METRICS_FILE", "read_metrics", "build_run"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -153,6 +153,37 @@ def _fill_kwargs(cls, kwargs: dict, num_classes: int, feature_dim: int) -> dict:
     if "dim" in params and "dim" not in kw and kw.get("centroids") is None:
         kw["dim"] = feature_dim
     return kw
+
+
+class BatchObjective(nn.Module):
+    """``forward(x, y) -> objective`` of one batch: model on the stacked views, outputs reshaped to
+    (B, V, ...), gathered over ranks with gradients, ``loss.harness_objective``.
+
+    Training wraps THIS module (model and loss together) in DistributedDataParallel, so DDP sees the
+    objective as the forward's output: parameters the objective does not use (e.g. the classifier under
+    SupCon) are found unused instead of stalling the gradient all-reduce, and the loss's own parameters
+    and buffers are synchronised with the model's.
+
+    With ``detect=True`` it also returns the scoring rule the loss implies: "scores" when
+    ``loss.harness_predict`` gives class scores, "logits" when the objective depends on the logits,
+    else "ncc" (nearest class centre).
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module, views: int = 1):
+        super().__init__()
+        self.model, self.loss, self.views = model, loss, int(views)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, detect: bool = False):
+        o = _split_views(self.model(x), self.views)
+        og, yg = ddp.gather_output(o, y)
+        obj = self.loss.harness_objective(og, yg, self.model)
+        scoring = None
+        if detect:
+            with torch.no_grad():
+                sc = self.loss.harness_predict(og, self.model)
+            uses_logits = og.logits is not None and _in_graph(obj, og.logits)
+            scoring = "scores" if sc is not None else ("logits" if uses_logits else "ncc")
+        return obj, scoring
 
 
 class _Run:
@@ -273,9 +304,10 @@ def train(config, out_dir, resume: bool = True, stop_after: int | None = None, l
     if distributed and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         run.model = model
-    net = nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-    ) if distributed else model
+    step_fn = BatchObjective(model, loss, run.views)
+    if distributed:
+        step_fn = nn.parallel.DistributedDataParallel(
+            step_fn, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
 
     metrics: list[dict] = []
     scoring = None if cfg.scoring == "auto" else cfg.scoring
@@ -326,16 +358,11 @@ def train(config, out_dir, resume: bool = True, stop_after: int | None = None, l
             xb, yb = train_x[local], train_y[local]
             x = run.train.to_input(run.augment.views(xb.float(), run.views, gen))
             with amp_ctx():
-                o = _split_views(net(x), run.views)
-                og, yg = ddp.gather_output(o, yb)
-                obj = loss.harness_objective(og, yg, model)
+                obj, detected = step_fn(x, yb, detect=scoring is None)
             if not torch.isfinite(obj.detach()).all():
-                raise ValueError(f"the training objective is {float(obj)} at epoch {epoch}, step {step} "
+                raise ValueError(f"the training objective is {float(obj.detach())} at epoch {epoch}, step {step} "
                                  f"(diverged: lower lr, or check the loss options {cfg.loss_kwargs})")
-            if scoring is None:
-                with torch.no_grad():
-                    sc = loss.harness_predict(og, model)
-                scoring = "scores" if sc is not None else ("logits" if og.logits is not None and _in_graph(obj, og.logits) else "ncc")
+            scoring = scoring or detected
             opt.zero_grad(set_to_none=True)
             scaler.scale(obj).backward()
             scaler.step(opt)

@@ -5,7 +5,9 @@ Definitions (h_i the features ``out.features`` of the model in eval mode, z_i = 
 means are over the TRAINING set as trained, i.e. after imbalance):
 
 * ``delta_of``, ``delta_etf``: :func:`ufm.geometry.delta_of` / ``delta_etf`` of the training features
-  (uncentred / centred means of the normalised features).
+  (uncentred / centred means of the normalised features). A feature that is exactly zero (every unit
+  of a ReLU embedding off) has no direction: it counts as the zero vector in its class mean, and
+  ``zero_features`` reports the fraction of such training samples when there are any.
 * ``nc1``: tr(Sigma_W Sigma_B^+)/k of the raw training features (Papyan et al.); ``nc3`` the distance
   of the classifier to the centred means when the loss trains the classifier.
 * ``ncc_acc``: test accuracy of the nearest class centre rule on the normalised features, centres = the
@@ -30,10 +32,17 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from ufm.geometry import class_means, delta_etf, delta_of, gram_distance, nc_metrics, ncc_predict, normalize_rows
+from ufm.geometry import (
+    class_means,
+    delta_etf_from_means,
+    delta_of_from_means,
+    gram_distance,
+    nc_metrics,
+    ncc_predict,
+)
 from ufm.train.references import centred_gram, mean_pairwise_cosine, seli_grams
 
-__all__ = ["extract", "linear_probe", "evaluate_geometry", "accuracy_metrics"]
+__all__ = ["extract", "linear_probe", "evaluate_geometry", "accuracy_metrics", "unit_rows"]
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -99,6 +108,15 @@ def linear_probe(train_z: np.ndarray, train_y: np.ndarray, test_z: np.ndarray, n
         return (xt @ w + b).argmax(1).numpy()
 
 
+def unit_rows(features: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows scaled to unit norm; rows that are exactly zero (every unit of a ReLU embedding off) have no
+    direction and stay zero. Returns the array and the number of such rows."""
+    f = np.asarray(features, dtype=np.float64)
+    norms = np.linalg.norm(f, axis=1, keepdims=True)
+    zero = norms[:, 0] == 0
+    return f / np.where(zero[:, None], 1.0, norms), int(zero.sum())
+
+
 def _acc(pred: np.ndarray, y: np.ndarray, classes=None) -> float:
     if classes is not None:
         mask = np.isin(y, classes)
@@ -113,7 +131,11 @@ def evaluate_geometry(train_f: np.ndarray, train_y: np.ndarray, num_classes: int
     counts = np.bincount(train_y, minlength=num_classes)
     if np.any(counts == 0):
         raise ValueError(f"classes {np.flatnonzero(counts == 0).tolist()} have no training sample")
-    out = {"delta_of": delta_of(train_f, train_y), "delta_etf": delta_etf(train_f, train_y)}
+    z, n_zero = unit_rows(train_f)
+    zmeans = class_means(z, train_y, num_classes)
+    out = {"delta_of": delta_of_from_means(zmeans), "delta_etf": delta_etf_from_means(zmeans)}
+    if n_zero:
+        out["zero_features"] = n_zero / len(train_y)
     nc = nc_metrics(train_f, train_y, weight=weight, bias=bias)
     out["nc1"] = nc["nc1"]
     if "nc3" in nc:
@@ -142,7 +164,7 @@ def accuracy_metrics(scoring: str, train, test, num_classes: int, probe: bool, m
     """
     tr_f, tr_lg, tr_sc, tr_y = train
     te_f, te_lg, te_sc, te_y = test
-    tr_z, te_z = normalize_rows(tr_f), normalize_rows(te_f)
+    tr_z, te_z = unit_rows(tr_f)[0], unit_rows(te_f)[0]
     centres = class_means(tr_z, tr_y, num_classes)
     ncc_test = ncc_predict(te_z, centres)
     if scoring == "scores":

@@ -84,7 +84,7 @@ class _LSEBlock(torch.autograd.Function):
         total = torch.zeros((), dtype=z.dtype, device=dev)
         no_shift = _no_shift(inv_t, m, z.dtype)
         zs = z * inv_t
-        z1 = torch.cat([z, torch.ones((m, 1), dtype=z.dtype, device=dev)], dim=1)
+        z1t = torch.cat([z, torch.ones((m, 1), dtype=z.dtype, device=dev)], dim=1).T.contiguous()  # (d + 1, m)
         buf = torch.empty((min(block, rows.numel()), m), dtype=z.dtype, device=dev)
         for start in range(0, rows.numel(), block):
             r = rows[start:start + block]
@@ -98,12 +98,13 @@ class _LSEBlock(torch.autograd.Function):
                 e.sub_(shift)
                 shift = shift[:, 0]
             e.exp_()
-            ez = e @ z1  # (c, d + 1): E z and the row sums in one pass
-            tot = ez[:, d]
+            # the products are written with the thin (d x .) factor on the left: a faster GEMM shape
+            ez = z1t @ e.T  # (d + 1, c): (E z)^T and the row sums in one pass
+            tot = ez[d]
             total += (wr * (tot.log() + shift)).sum()
-            coef = (wr * inv_t / tot)[:, None]  # rows of W P / tau are coef * E
-            grad.index_add_(0, r, coef * ez[:, :d])
-            grad.addmm_(e.T, coef * z[r])
+            coef = wr * inv_t / tot  # rows of W P / tau are coef * E
+            grad.index_add_(0, r, (ez[:d] * coef).T)
+            grad.add_(((coef[:, None] * z[r]).T @ e).T)  # (W P / tau)^T z
         ctx.save_for_backward(grad)
         return total
 
@@ -252,7 +253,7 @@ def _check_temperature(temperature) -> float:
 
 
 def scl_feature_objective(features: torch.Tensor, labels, batches=None, temperature: float = 0.1,
-                          dense_max: int = 1024, block_entries: int = 1 << 20) -> torch.Tensor:
+                          dense_max: int = 256, block_entries: int = 1 << 20) -> torch.Tensor:
     """``f(H)`` of the module docstring for features ``H`` (n x d, any float dtype, differentiable).
 
     ``batches``: ``None`` (one full batch) or a list of index arrays. Each batch contributes the mean
@@ -360,7 +361,7 @@ def solve_gd(
     callback: Callable | None = None,
     init=None,
     history_size: int = 50,
-    dense_max: int = 1024,
+    dense_max: int = 256,
     block_entries: int = 1 << 20,
 ) -> GDResult:
     """Minimise ``f(H)`` (module docstring) over free features from a seeded random start.

@@ -247,9 +247,13 @@ class _Plan:
 
 
 def _check_temperature(temperature) -> float:
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+    try:
+        tau = float(temperature)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}") from None
+    if not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    return float(temperature)
+    return tau
 
 
 def scl_feature_objective(features: torch.Tensor, labels, batches=None, temperature: float = 0.1,
@@ -280,7 +284,8 @@ class GDResult:
     objective: ``f(H)`` in float64 on the batching that was minimised (the full batch for a
         stochastic run, i.e. ``batches`` a callable): the convention of ``scl_gram_objective``.
     history: lists ``step``, ``loss`` (the objective the step saw: ``f`` for a fixed batching, the
-        mini-batch's mean for a stochastic run), ``delta_of``, ``delta_etf``, ``seconds``.
+        mini-batch's mean for a stochastic run), ``delta_of``, ``delta_etf``, ``seconds``; row 0 is
+        the start (loss NaN), then every ``record_every`` steps and the last one.
     steps_to_target: first recorded step with ``delta_of < target_delta_of`` (``None`` if never).
     steps: optimiser steps taken (L-BFGS: iterations; each may evaluate ``f`` several times).
     evaluations: evaluations of the objective (and its gradient).

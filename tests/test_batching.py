@@ -211,9 +211,13 @@ def test_graph_agrees_with_conditions(refined, bs, binding):
         idx = np.flatnonzero(y == c)
         ncomp, _ = connected_components(g[idx][:, idx], directed=False)
         assert ncomp == u.class_components[c]
-    # class pairs co-occur iff some cross edge joins them
+    # class pairs co-occur iff some cross edge joins them (refined: in a batch holding a positive)
     onehot = sp.csr_matrix((np.ones(y.size), (np.arange(y.size), y)))
     co = (onehot.T @ g @ onehot).toarray() > 0
+    if refined:
+        cnt = np.array([np.bincount(y[b], minlength=4) for b in batches])
+        co &= np.array([[any(c[a] and c[b] and max(c[a], c[b]) >= 2 for c in cnt) for b in range(4)]
+                        for a in range(4)])
     missing = [(a, b) for a in range(4) for b in range(a + 1, 4) if not co[a, b]]
     assert missing == u.missing_pairs
 
@@ -228,3 +232,13 @@ def test_graph_scale():
     assert not u.all_connected  # one epoch of disjoint batches leaves each class in 100 pieces
     assert all(v == 100 for v in u.class_components.values())
     assert uniqueness_conditions(y, bind(batches, binding_examples(y, 0))).unique
+
+
+def test_refined_pairs_need_an_anchor_with_a_positive():
+    # classes 2 and 3 meet only as single samples: no anchor term reads their cosine
+    y = np.array([0, 0, 1, 1, 2, 3])
+    batches = [np.array([0, 1, 2, 3]), np.array([0, 1, 4]), np.array([2, 3, 5]), np.array([4, 5])]
+    refined = uniqueness_conditions(y, batches)
+    plain = uniqueness_conditions(y, batches, refined=False)
+    assert (2, 3) in refined.missing_pairs and not refined.unique
+    assert (2, 3) not in plain.missing_pairs

@@ -13,7 +13,7 @@ holds every class, which makes both uniqueness conditions below hold.
 Uniqueness of the OF (see :func:`uniqueness_conditions`). Write the objective on the Gram matrix
 ``G = Z^T Z`` of the normalised features, ``f(G) = sum_B f_B(G)``. At the OF point ``G*`` (``G*_ij =
 1[y_i = y_j]``), in a batch ``B`` with class counts ``m_c`` (``m = sum_c m_c``), the derivative of
-the anchor term of ``i`` (class ``c``) is
+the anchor term of ``i`` (class ``c``; it exists only when ``i`` has a positive in ``B``) is
 
     d/dG_il  =  (1/tau) e^{G*_il/tau} / sum_{l' != i} e^{G*_il'/tau}            for y_l != c   (> 0)
     d/dG_ij  =  (1/tau) [ e^{1/tau} / ((m_c - 1) e^{1/tau} + m - m_c)  -  1/(m_c - 1) ]   for y_j = c
@@ -22,15 +22,16 @@ The second one is < 0 iff ``m > m_c``, i.e. iff the batch holds a sample of anot
 when the batch holds class ``c`` only. Since ``0 <= G_ij <= 1`` for non-negative unit features and
 ``f`` is convex, ``f(G) - f(G*) >= <grad f(G*), G - G*> >= 0``, with equality only if ``G_ij = 1`` on
 every same-class pair that shares a batch WITH A NEGATIVE, and ``G_ij = 0`` on every cross-class pair
-that shares a batch. ``G_ij = 1`` for unit vectors means ``z_i = z_j``, which is transitive; so the
+that shares a batch in which one of the two has a positive (otherwise no anchor term reads the pair). ``G_ij = 1`` for unit vectors means ``z_i = z_j``, which is transitive; so the
 minimiser is unique (``G = G*``) when
 
 1. every class's same-class graph is connected (edges: pairs sharing a batch that also holds
    another class -- the *refined* rule; the *plain* rule counts every shared batch), and
-2. every pair of classes co-occurs in some batch.
+2. every pair of classes *interacts*: some batch holds both, and (refined rule) holds at least two
+   samples of one of them, so that an anchor of that class sees the other as a negative.
 
-Both are sufficient. Condition 2 is also necessary: if classes ``a`` and ``b`` never share a batch,
-giving class ``b`` the vector of class ``a`` changes no batch's loss. Condition 1 (refined) is
+Both are sufficient. Condition 2 is also necessary: if classes ``a`` and ``b`` never interact,
+moving class ``b`` to ``(w_a + w_b)/sqrt 2`` changes no anchor term's value. Condition 1 (refined) is
 necessary when ``d > k``: a component of a class that never meets its class-mates in a batch with a
 negative can be moved to a spare orthogonal direction without changing any batch's loss. The plain
 rule can declare a batching "unique" that is not (a single-class batch exerts no pull at the OF).
@@ -261,10 +262,15 @@ class BindingBatchSampler:
 # ----------------------------------------------------------------------------- interaction graph
 def _batch_class_presence(y: np.ndarray, batches: list[np.ndarray], k: int) -> np.ndarray:
     """Boolean (num_batches, k): which classes each batch holds."""
-    pres = np.zeros((len(batches), k), dtype=bool)
+    return _batch_class_counts(y, batches, k) > 0
+
+
+def _batch_class_counts(y: np.ndarray, batches: list[np.ndarray], k: int) -> np.ndarray:
+    """Integer (num_batches, k): how many samples of each class each batch holds."""
+    cnt = np.zeros((len(batches), k), dtype=np.int64)
     for t, b in enumerate(batches):
-        pres[t, y[b]] = True
-    return pres
+        cnt[t] = np.bincount(y[b], minlength=k)
+    return cnt
 
 
 def batch_graph(labels, batches, refined: bool = True, max_entries: int = 4_000_000) -> sp.csr_matrix:
@@ -344,8 +350,9 @@ def uniqueness_conditions(labels, batches, refined: bool = True) -> UniquenessCo
     Connectivity: inside one batch the samples of a class form a clique, so it suffices to join each
     to the first sample of its class there (a forest with ``O(sum_B |B|)`` edges, not the cliques).
     With ``refined=True`` (default) a batch that holds a single class joins nothing; with
-    ``refined=False`` every batch joins its same-class samples. Pairs of classes co-occur when some
-    batch holds both (the same under both rules). A sample in no batch is its own component.
+    ``refined=False`` every batch joins its same-class samples. Two classes interact when some batch
+    holds both; with ``refined=True`` that batch must also hold two samples of one of them (a
+    singleton pair of classes in a batch is read by no anchor term). A sample in no batch is its own component.
     """
     y = _labels(labels)
     n = y.size
@@ -373,7 +380,11 @@ def uniqueness_conditions(labels, batches, refined: bool = True) -> UniquenessCo
         ncomp = np.unique(roots[yi == ci]).size
         comps[int(c)] = int(ncomp)
         connected[int(c)] = ncomp == 1
-    pres = _batch_class_presence(yi, bl, k).astype(np.int64)
-    co = pres.T @ pres > 0
+    cnt = _batch_class_counts(yi, bl, k)
+    one, two = (cnt >= 1).astype(np.int64), (cnt >= 2).astype(np.int64)
+    if refined:  # an anchor with a positive must see the other class as a negative
+        co = (two.T @ one + one.T @ two) > 0
+    else:
+        co = one.T @ one > 0
     missing = [(int(classes[a]), int(classes[b])) for a in range(k) for b in range(a + 1, k) if not co[a, b]]
     return UniquenessConditions(connected, comps, missing, bool(refined), [int(c) for c in classes])

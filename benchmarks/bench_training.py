@@ -1,7 +1,7 @@
 """Time of one training step of every registered loss against cross-entropy, side by side in one run.
 
     python benchmarks/bench_training.py [--batch 128 512] [--model small_resnet] [--dataset digits]
-                                        [--repeats 7] [--device cpu|cuda] [--losses ce supcon ...]
+                                        [--repeats 7] [--device cpu|cuda] [--losses ce supcon ...] [--threads N]
 
 A step is what the harness does per batch: the loss's ``views`` augmented views, one forward pass of
 the network, ``loss.harness_objective``, backward, SGD step (``ufm.train.BatchObjective``). Steps of
@@ -65,7 +65,10 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     ap.add_argument("--losses", nargs="*", default=None, help="losses to time (default: every registered loss)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = default_device(args.device)
     data = load_dataset(args.dataset, "train")
     names = args.losses or sorted(LOSSES)

@@ -56,8 +56,14 @@ def _views(x):
 LOSSES = ("supcon", "ce")
 
 
-def _worker(rank, world, port, path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+TRAIN_CFG = dict(dataset="digits", model="mlp", model_kwargs={"widths": [32, 16]}, loss="supcon", epochs=1,
+                 batch_size=128, lr=0.1, augment=False, device="cpu", amp=False, probe_every=0)
+
+
+def _worker(rank, world, port, path, train_dir):
+    """One spawn for both checks: the gathered objective and its gradients, then a 2-rank ``train``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
@@ -75,20 +81,23 @@ def _worker(rank, world, port, path):
             results[loss_name] = {"loss": obj.detach(), "labels": yg, "grads": grads}
         if rank == 0:
             torch.save(results, path)
+        from ufm.train import TrainConfig, train
+
+        train(TrainConfig(**TRAIN_CFG), train_dir, resume=False)  # uses the initialised group
     finally:
         dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
-def two_rank_results(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("ddp") / "rank0.pt")
-    mp.spawn(_worker, args=(2, _free_port(), path), nprocs=2, join=True)
-    return torch.load(path)
+def two_rank(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(2, _free_port(), str(d / "rank0.pt"), str(d / "train")), nprocs=2, join=True)
+    return torch.load(d / "rank0.pt"), d / "train"
 
 
 @pytest.mark.parametrize("loss_name", LOSSES)
-def test_two_rank_objective_and_gradients_equal_full_batch(two_rank_results, loss_name):
-    got = two_rank_results[loss_name]
+def test_two_rank_objective_and_gradients_equal_full_batch(two_rank, loss_name):
+    got = two_rank[0][loss_name]
     # single process, whole batch
     x, y = _batch()
     model = _model()
@@ -105,28 +114,12 @@ def test_two_rank_objective_and_gradients_equal_full_batch(two_rank_results, los
     assert any(float(g.abs().max()) > 1e-4 for g in ref.values())  # the comparison is not between zeros
 
 
-def _train_worker(rank, world, port, out_dir, overrides):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    from ufm.train import TrainConfig, train
-
-    try:
-        train(TrainConfig(**overrides), out_dir, resume=False)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def test_two_rank_training_matches_one_process(tmp_path):
+def test_two_rank_training_matches_one_process(two_rank, tmp_path):
     """No BatchNorm, no augmentation: per-sample computations, so two ranks train the same weights."""
-    cfg = dict(dataset="digits", model="mlp", model_kwargs={"widths": [32, 16]}, loss="supcon", epochs=1,
-               batch_size=128, lr=0.1, augment=False, device="cpu", amp=False, probe_every=0)
-    mp.spawn(_train_worker, args=(2, _free_port(), str(tmp_path / "ddp"), cfg), nprocs=2, join=True)
     from ufm.train import TrainConfig, train
 
-    rows = train(TrainConfig(**cfg), tmp_path / "single", resume=False)
-    a = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
+    rows = train(TrainConfig(**TRAIN_CFG), tmp_path / "single", resume=False)
+    a = torch.load(two_rank[1] / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=False)
     assert a["config"]["model"] == "mlp"
     for k, v in b["model"].items():

@@ -149,6 +149,7 @@ def test_missing_files_say_where_and_how(tmp_path, name):
     with pytest.raises(DatasetNotFoundError) as e:
         load_dataset(name, "train", root=tmp_path)
     msg = str(e.value)
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, ValueError)
     assert str(tmp_path) in msg and "download=True" in msg and "UFM_DATA" in msg
 
 

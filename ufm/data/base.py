@@ -43,8 +43,11 @@ SPLITS = ("train", "val", "test")
 SPLIT_SEED = 0  # the project's fixed seed for carving test / validation splits out of unsplit data
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """A data set's files are missing; the message says where they were looked for and how to get them."""
+class DatasetNotFoundError(FileNotFoundError, ValueError):
+    """A data set's files are missing; the message says where they were looked for and how to get them.
+
+    A ``FileNotFoundError`` (an ``OSError``) and a ``ValueError`` (the project's error for bad input), so the
+    command line reports it as a one-line error."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ufm.train.config import PROFILES, TrainConfig, available_configs, config_dir, load_config, parse_overrides
 from ufm.train.loop import CHECKPOINT, METRIC_KEYS, METRICS_FILE, BatchObjective, build_run, lr_factor, read_metrics, train
-from ufm.train.references import centred_gram, mean_pairwise_cosine, seli_grams
+from ufm.geometry.seli import centred_gram, mean_pairwise_cosine, seli_grams
 
 __all__ = [
     "TrainConfig",

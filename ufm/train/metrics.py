@@ -40,7 +40,7 @@ from ufm.geometry import (
     nc_metrics,
     ncc_predict,
 )
-from ufm.train.references import centred_gram, mean_pairwise_cosine, seli_grams
+from ufm.geometry.seli import centred_gram, mean_pairwise_cosine, seli_grams
 
 __all__ = ["extract", "linear_probe", "evaluate_geometry", "accuracy_metrics", "unit_rows"]
 

@@ -22,7 +22,7 @@ means are over the TRAINING set as trained, i.e. after imbalance):
   training counts), and for a trained classifier ``cos_minority_w`` / ``cos_majority_w`` and
   ``delta_seli_w`` on the centred classifier rows (G_W), next to ``delta_etf_w``, their distance to
   the simplex ETF (the balanced prediction). SELI and minority collapse: see
-  :mod:`ufm.train.references`.
+  :mod:`ufm.geometry.seli`.
 """
 
 from __future__ import annotations

@@ -77,6 +77,8 @@ def run_solve(args) -> int:
     from ufm import solvers
     from ufm.geometry import delta_etf, delta_of
 
+    if args.binding and args.batch_size is None:
+        raise SystemExit("error: --binding needs --batch-size (binding examples are added to mini-batches)")
     counts = args.counts
     labels = np.repeat(np.arange(len(counts)), counts)
     t0 = time.time()
@@ -103,11 +105,11 @@ def run_solve(args) -> int:
                                steps=args.steps, seed=args.seed, device=args.device)
         feats = res.features
         out.update(objective=res.objective, delta_of=delta_of(feats, labels), delta_etf=delta_etf(feats, labels),
-                   status="converged" if getattr(res, "converged", True) else "max_steps",
+                   status=str(res.stop_reason),
                    certificate={"kind": "none (first-order method)",
                                 "of_objective": solvers.of_objective(labels, None, args.temperature)
                                 if batches is None else None},
-                   steps=len(res.history.get("step", [])) if isinstance(res.history, dict) else None,
+                   steps=int(res.steps),
                    device=str(res.device))
     out["seconds"] = time.time() - t0
     if args.json:

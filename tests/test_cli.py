@@ -1,0 +1,57 @@
+"""The command line: `python -m ufm solve` prints one JSON object with the certified geometry."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ufm.cli import main
+from ufm.solvers import of_objective
+
+
+def run_json(capsys, *argv):
+    assert main(["solve", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_reduced_relu_is_the_certified_orthogonal_frame(capsys):
+    counts = [5000, 500, 50, 5]
+    out = run_json(capsys, "--counts", ",".join(map(str, counts)), "--relu", "--method", "reduced")
+    for key in ("objective", "delta_of", "delta_etf", "status", "certificate", "seconds"):
+        assert key in out
+    assert out["delta_of"] < 1e-6 and out["certified"]
+    labels = np.repeat(np.arange(4), counts)
+    assert out["objective"] == pytest.approx(of_objective(labels, temperature=0.1), rel=1e-12)
+    assert out["certificate"]["gap"] <= 1e-9 * abs(out["objective"])
+
+
+def test_reduced_without_relu_balanced_is_the_etf(capsys):
+    out = run_json(capsys, "--counts", "10,10,10,10", "--method", "reduced")
+    assert out["delta_etf"] < 1e-6 and out["delta_of"] > 0.5
+
+
+def test_sdp_with_binding_batches_and_gd(capsys):
+    out = run_json(capsys, "--counts", "8,4,4", "--relu", "--method", "sdp", "--batch-size", "6", "--binding")
+    assert out["certified"] and out["delta_of"] < 1e-6
+    out = run_json(capsys, "--counts", "20,4,4", "--relu", "--method", "gd", "--dim", "6", "--steps", "300")
+    assert out["delta_of"] < 1e-4
+    assert out["objective"] == pytest.approx(out["certificate"]["of_objective"], rel=1e-6)
+
+
+def test_errors_are_clear(capsys):
+    assert main(["solve", "--counts", "300,10", "--relu", "--method", "sdp"]) == 2
+    assert "solve_reduced" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["solve", "--counts", "5,0"])
+    with pytest.raises(SystemExit):
+        main(["solve", "--counts", "5,5", "--temperature", "0"])
+    with pytest.raises(SystemExit):
+        main(["solve", "--counts", "5,5", "--binding"])
+
+
+def test_module_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "ufm", "solve", "--help"], capture_output=True, text=True, check=True)
+    for opt in ("--counts", "--relu", "--temperature", "--method", "--batch-size", "--binding", "--seed", "--json"):
+        assert opt in out.stdout

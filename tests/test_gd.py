@@ -21,14 +21,6 @@ def step_labels(counts):
 Y10 = step_labels([40, 40, 4, 4])  # imbalance R = 10, n = 88
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # small problems: one thread is faster and deterministic
-    yield
-    torch.set_num_threads(old)
-
-
 # ----------------------------------------------------------------------------- the objective
 @pytest.mark.parametrize("tau", [0.1, 0.5, 0.002])
 @pytest.mark.parametrize("kind", ["full", "random", "bound", "odd"])

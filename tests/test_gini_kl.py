@@ -269,16 +269,7 @@ def test_batching_zero_per_batch_but_not_on_the_union():
     assert full == pytest.approx(0.5 * (1 - 0.5**2 - 0.5**2), rel=1e-12)  # filter 0: p = (1/2, 1/2)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_ufm_check_disjoint_supports_and_assignment(one_thread):
+def test_ufm_check_disjoint_supports_and_assignment():
     """Free non-negative features + CE + the terms (imbalanced 3:3:1:1): L_G -> 0, class means orthogonal,
     filters assigned to classes in proportion t = (3, 3, 1, 1) / 8."""
     from ufm.solvers.free_features import train_free_features

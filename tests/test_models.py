@@ -11,15 +11,6 @@ from ufm.losses.base import ModelOutput as LossModelOutput
 from ufm.models import MODELS, ModelOutput, build_model, register_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster, and steadier on a shared machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _count(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 

@@ -12,14 +12,6 @@ from ufm.models.cvt import CvT
 from ufm.models.resnet17 import ResNet17
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_registered():
     for name in ("resnet17", "cvt_small", "cvt_cifar"):
         assert name in MODELS

@@ -14,18 +14,6 @@ from ufm.losses import ModelOutput, PODLoss, get_loss
 from ufm.losses.pod import pod_optimal_norm
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one thread avoids oversubscribing a shared CPU (restored afterwards)."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------- PEDCC
 @pytest.mark.parametrize("k,d", [(2, 1), (3, 2), (5, 4), (10, 9), (10, 64), (100, 99), (100, 512)])
 def test_closed_form_is_a_simplex_etf(k, d):

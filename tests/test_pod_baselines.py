@@ -14,14 +14,6 @@ from ufm.geometry import pedcc
 from ufm.losses import COTLoss, CosFaceLoss, DotRegressionLoss, ModelOutput, PEDCCLoss, get_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _data(n=24, d=6, k=4, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g, dtype=dtype), torch.arange(n) % k

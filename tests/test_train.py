@@ -27,15 +27,6 @@ from ufm.train import (
 )
 from ufm.train.metrics import accuracy_metrics, evaluate_geometry
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster, and steadier on a shared machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = dict(dataset="digits", model="mlp", model_kwargs={"widths": [32, 16]}, batch_size=64, lr=0.1,
             device="cpu", amp=False, augment=True, probe_every=0)
 

@@ -27,9 +27,12 @@ figures: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
+# speed targets, each printed as ratios measured side by side in one run (not part of the tests)
 bench: $(STAMP)
-	$(PY) -m pytest -p no:cacheprovider benchmarks --benchmark-only -q
+	$(PY) benchmarks/bench_supcon.py
 	$(PY) benchmarks/bench_solvers.py
+	$(PY) benchmarks/bench_gd.py --threads 1
+	$(PY) benchmarks/bench_training.py --threads 1
 
 clean-venv:
 	rm -rf $(VENV)

@@ -242,3 +242,14 @@ def test_refined_pairs_need_an_anchor_with_a_positive():
     plain = uniqueness_conditions(y, batches, refined=False)
     assert (2, 3) in refined.missing_pairs and not refined.unique
     assert (2, 3) not in plain.missing_pairs
+
+
+def test_epoch_batcher_matches_the_generator():
+    from ufm.batching import epoch_batcher, epochs_of_batches
+
+    y = np.repeat(np.arange(4), [20, 20, 2, 2])
+    for binding in (False, True):
+        f = epoch_batcher(y, 6, seed=3, binding=binding)
+        gen = epochs_of_batches(y, 6, seed=3, epochs=3, binding=binding)
+        for e, batches in enumerate(gen):
+            assert all(np.array_equal(a, b) for a, b in zip(f(e), batches))

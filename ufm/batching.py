@@ -53,6 +53,7 @@ __all__ = [
     "epoch_seed",
     "random_batches",
     "epochs_of_batches",
+    "epoch_batcher",
     "binding_examples",
     "bind",
     "BindingBatchSampler",
@@ -207,6 +208,24 @@ def epochs_of_batches(
         batches = random_batches(y, batch_size, epoch_seed(seed, e), drop_last)
         yield bind(batches, bnd, y.size) if bnd is not None else batches
         e += 1
+
+
+def epoch_batcher(labels, batch_size: int, seed: int, binding: bool | np.ndarray = False,
+                  drop_last: bool = False):
+    """The batching of :func:`epochs_of_batches` as a function ``epoch -> list of batches`` (the form
+    ``ufm.solvers.solve_gd`` takes for mini-batch training): epoch ``e`` is random batches with seed
+    ``epoch_seed(seed, e)``, plus the binding examples (drawn once with ``seed``) when asked.
+    """
+    y = _labels(labels)
+    _check_batch_size(batch_size)
+    seed = _check_seed(seed)
+    bnd = _resolve_binding(y, binding, seed)
+
+    def batches_of_epoch(epoch: int) -> list[np.ndarray]:
+        batches = random_batches(y, batch_size, epoch_seed(seed, epoch), drop_last)
+        return bind(batches, bnd, y.size) if bnd is not None else batches
+
+    return batches_of_epoch
 
 
 def _resolve_binding(y: np.ndarray, binding, seed: int) -> np.ndarray | None:

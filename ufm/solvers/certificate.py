@@ -446,3 +446,55 @@ def _cg(hv, b, iters: int, tol: float) -> np.ndarray:
         p = r + (rr_new / rr) * p
         rr = rr_new
     return x if np.any(x) else b
+
+
+# ----------------------------------------------------------------------------- choosing the answer
+def select_certified(first, candidates, certify, polish: bool = True, dual_fallback: bool = True):
+    """Certify the solver's (projected) point and the polished candidates; pick the certified one.
+
+    ``first`` is ``(name, x)``; ``candidates`` yields ``(name, x)`` lazily (stopped once one is
+    certified with a wide margin); ``certify(x, dual_sdp)`` returns a certificate dict (``objective``,
+    ``gap``, ``bound``, ``lower_bound``, ``feasibility``). Every candidate's dual bound is a valid lower
+    bound on f*, so the best of them (``lower``) certifies the chosen point: the feasible candidate with
+    the lowest objective (near-ties go to the earlier, more polished one) is accepted when
+    ``f - lower <= bound``. Otherwise, if ``dual_fallback``, the best feasible point is certified once
+    more with the explicit dual SDP. Returns ``(chosen, evals, lower)``, ``chosen`` = ``(name, x, cert)``
+    with the final certificate, or ``None`` when nothing is certified.
+    """
+    name, x = first
+    cert = certify(x, False)
+    evals = [(name, x, cert)]
+    lower = cert["lower_bound"]
+    if polish:
+        for name, x in candidates:
+            cert = certify(x, False)
+            evals.insert(len(evals) - 1, (name, x, cert))
+            lower = max(lower, cert["lower_bound"])
+            if cert["feasibility"]["feasible"] and cert["gap"] <= 1e-3 * cert["bound"]:
+                break
+    chosen = None
+    feasible = [e for e in evals if e[2]["feasibility"]["feasible"]]
+    if feasible:
+        fmin = min(e[2]["objective"] for e in feasible)
+        best = next(e for e in feasible if e[2]["objective"] <= fmin + 1e-14 * max(1.0, abs(fmin)))
+        if best[2]["objective"] - lower <= best[2]["bound"]:
+            chosen = best
+    if chosen is None and feasible and dual_fallback:
+        name, x, _ = min(feasible, key=lambda e: e[2]["objective"])
+        cert = certify(x, True)
+        lower = max(lower, cert["lower_bound"])
+        if cert["feasibility"]["feasible"] and cert["objective"] - lower <= cert["bound"]:
+            chosen = (name, x, cert)
+    if chosen is None:
+        return None, evals, lower
+    name, x, cert = chosen
+    f = cert["objective"]
+    cert = dict(cert)
+    cert["own_gap"] = cert["gap"]
+    cert["gap"] = float(max(0.0, f - lower))
+    cert["lower_bound"] = float(lower)
+    cert["certified"] = True
+    cert["candidate"] = name
+    cert["candidates"] = {nm: {"objective": c["objective"], "gap": c["gap"], "feasible": c["feasibility"]["feasible"]}
+                          for nm, _, c in evals}
+    return (name, x, cert), evals, lower

@@ -48,6 +48,7 @@ from ufm.solvers.certificate import (
     bm_refine,
     class_gram_deltas,
     dual_gap_bound,
+    select_certified,
 )
 
 __all__ = [
@@ -477,33 +478,10 @@ def solve_reduced(counts, temperature: float = 0.1, relu: bool = True, tol: floa
         k0, status = _solve_ip(n, tau, relu, solver, verbose=verbose, **opts)
 
     raw = _project(k0, lo, hi, relu)
-    cert = certify_class_gram(raw, n, tau, relu, tol, dual_sdp=False, feas_tol=feas_tol)
-    evals = [("interior_point(projected)", raw, cert)]
-    lower = cert["lower_bound"]
-    if polish:
-        # candidates are generated lazily: stop once one is certified with a wide margin
-        for name, x in _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts):
-            cert = certify_class_gram(x, n, tau, relu, tol, dual_sdp=False, feas_tol=feas_tol)
-            evals.insert(len(evals) - 1, (name, x, cert))
-            lower = max(lower, cert["lower_bound"])
-            if cert["feasibility"]["feasible"] and cert["gap"] <= 1e-3 * cert["bound"]:
-                break
-    chosen = None
-    feasible = [e for e in evals if e[2]["feasibility"]["feasible"]]
-    if feasible:
-        # the lowest objective wins; near-ties (rounding) go to the earlier, more polished candidate
-        fmin = min(e[2]["objective"] for e in feasible)
-        best = next(e for e in feasible if e[2]["objective"] <= fmin + 1e-14 * max(1.0, abs(fmin)))
-        if best[2]["objective"] - lower <= best[2]["bound"]:
-            chosen = best
-    if chosen is None:
-        feas = [e for e in evals if e[2]["feasibility"]["feasible"]]
-        if feas and dual_sdp is not False and n.size <= max_dual_sdp_k:
-            name, x, _ = min(feas, key=lambda e: e[2]["objective"])
-            cert = certify_class_gram(x, n, tau, relu, tol, dual_sdp=True, feas_tol=feas_tol)
-            lower = max(lower, cert["lower_bound"])
-            if cert["objective"] - lower <= cert["bound"]:
-                chosen = (name, x, cert)
+    chosen, evals, lower = select_certified(
+        ("interior_point(projected)", raw), _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts),
+        lambda x, dual: certify_class_gram(x, n, tau, relu, tol, dual_sdp=dual, feas_tol=feas_tol),
+        polish=polish, dual_fallback=dual_sdp is not False and n.size <= max_dual_sdp_k)
     if chosen is None:
         summary = "; ".join(
             f"{nm}: f={c['objective']:.15g}, own gap={c['gap']:.3g}, feasible={c['feasibility']['feasible']}, "
@@ -516,16 +494,9 @@ def solve_reduced(counts, temperature: float = 0.1, relu: bool = True, tol: floa
         # the PSD constraint is active (singular K): also report the bound of the explicit dual SDP
         extra = certify_class_gram(kmat, n, tau, relu, tol, dual_sdp=True, feas_tol=feas_tol)
         lower = max(lower, extra["lower_bound"])
-        cert = dict(cert, gaps={**cert["gaps"], **extra["gaps"]})
+        cert = dict(cert, gaps={**cert["gaps"], **extra["gaps"]}, lower_bound=float(lower),
+                    gap=float(max(0.0, cert["objective"] - lower)))
     f = cert["objective"]
-    cert = dict(cert)
-    cert["own_gap"] = cert["gap"]
-    cert["gap"] = float(max(0.0, f - lower))
-    cert["lower_bound"] = float(lower)
-    cert["certified"] = True
-    cert["candidate"] = name
-    cert["candidates"] = {nm: {"objective": c["objective"], "gap": c["gap"], "feasible": c["feasibility"]["feasible"]}
-                          for nm, _, c in evals}
     within, across = _within_across(kmat, n)
     d_of, d_etf = class_gram_deltas(kmat)
     gram = class_gram_to_gram(kmat, n) if full_gram else None

@@ -35,6 +35,7 @@ from ufm.solvers.certificate import (
     certify_gram,
     class_gram_deltas,
     class_mean_gram,
+    select_certified,
 )
 from ufm.solvers.objective import normalize_batching, scl_gram_objective
 
@@ -260,37 +261,11 @@ def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True,
     g0 = np.asarray(gvar.value, dtype=np.float64)
     g0 = (g0 + g0.T) / 2
 
-    evals = []
-    lower = -np.inf
     raw = _project_gram(g0, relu)
-    for name, g in [("interior_point(projected)", raw)]:
-        cert = certify_gram(g, y, blist, tau, relu, tol, dual_sdp=False)
-        evals.append((name, g, cert))
-        lower = cert["lower_bound"]
-    if polish:
-        # candidates are generated lazily: stop once one is certified with a wide margin
-        for name, g in _cluster_candidates(raw, y, blist, tau, relu):
-            cert = certify_gram(g, y, blist, tau, relu, tol, dual_sdp=False)
-            evals.insert(len(evals) - 1, (name, g, cert))
-            lower = max(lower, cert["lower_bound"])
-            if cert["feasibility"]["feasible"] and cert["gap"] <= 1e-3 * cert["bound"]:
-                break
-    chosen = None
-    feasible = [e for e in evals if e[2]["feasibility"]["feasible"]]
-    if feasible:
-        # the lowest objective wins; near-ties (rounding) go to the earlier, more polished candidate
-        fmin = min(e[2]["objective"] for e in feasible)
-        best = next(e for e in feasible if e[2]["objective"] <= fmin + 1e-14 * max(1.0, abs(fmin)))
-        if best[2]["objective"] - lower <= best[2]["bound"]:
-            chosen = best
-    if chosen is None and n <= max_dual_sdp_n:
-        feas = [e for e in evals if e[2]["feasibility"]["feasible"]]
-        if feas:
-            name, g, _ = min(feas, key=lambda e: e[2]["objective"])
-            cert = certify_gram(g, y, blist, tau, relu, tol, dual_sdp=True)
-            lower = max(lower, cert["lower_bound"])
-            if cert["feasibility"]["feasible"] and cert["objective"] - lower <= cert["bound"]:
-                chosen = (name, g, cert)
+    chosen, evals, lower = select_certified(
+        ("interior_point(projected)", raw), _cluster_candidates(raw, y, blist, tau, relu),
+        lambda g, dual: certify_gram(g, y, blist, tau, relu, tol, dual_sdp=dual),
+        polish=polish, dual_fallback=n <= max_dual_sdp_n)
     if chosen is None:
         summary = "; ".join(
             f"{nm}: f={c['objective']:.12g}, own gap={c['gap']:.3g}, min_eig={c['feasibility']['min_eig']:.3g}, "
@@ -300,14 +275,6 @@ def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True,
             f"tol={tol}: best lower bound on f* {lower:.12g}; {summary}")
     name, g, cert = chosen
     f = cert["objective"]
-    cert = dict(cert)
-    cert["own_gap"] = cert["gap"]
-    cert["gap"] = float(max(0.0, f - lower))
-    cert["lower_bound"] = float(lower)
-    cert["certified"] = True
-    cert["candidate"] = name
-    cert["candidates"] = {nm: {"objective": c["objective"], "gap": c["gap"], "feasible": c["feasibility"]["feasible"]}
-                          for nm, _, c in evals}
     kmat = class_mean_gram(g, y)
     d_of, d_etf = class_gram_deltas(kmat)
     return SolveResult(

@@ -11,8 +11,7 @@ Every module of this package is imported here (a new data set is one module with
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from ufm._exports import reexport_modules
 
 from ufm.data.base import (  # noqa: F401
     DATASETS,
@@ -27,11 +26,4 @@ from ufm.data.base import (  # noqa: F401
     stratified_split,
 )
 
-__all__: list[str] = []
-for _mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: (m.name != "base", m.name)):
-    if _mod.name.startswith("_"):
-        continue
-    _m = importlib.import_module(f"{__name__}.{_mod.name}")
-    for _name in getattr(_m, "__all__", []):
-        globals()[_name] = getattr(_m, _name)
-        __all__.append(_name)
+__all__ = reexport_modules(__name__, __path__, globals(), first="base")

@@ -172,25 +172,26 @@ def delta_etf_from_means(means) -> float:
     return float(np.linalg.norm(g / nrm - ref))
 
 
+def _normalised_class_means(features, labels) -> np.ndarray:
+    """Class means (classes present, in label order) of the L2-normalised features."""
+    z = normalize_rows(features)
+    _, y = _present(labels)
+    if y.shape[0] != z.shape[0]:
+        raise ValueError(f"labels has length {y.shape[0]} but there are {z.shape[0]} samples")
+    return class_means(z, y)
+
+
 def delta_of(features, labels) -> float:
     """Delta_OF of Kini et al.: distance of the normalised Gram of the uncentred class means of the
     L2-normalised features to the orthogonal frame's ``I_k / sqrt(k)``. Zero iff the class means are
     mutually orthogonal with equal norms.
     """
-    z = normalize_rows(features)
-    _, y = _present(labels)
-    if y.shape[0] != z.shape[0]:
-        raise ValueError(f"labels has length {y.shape[0]} but there are {z.shape[0]} samples")
-    return delta_of_from_means(class_means(z, y))
+    return delta_of_from_means(_normalised_class_means(features, labels))
 
 
 def delta_etf(features, labels) -> float:
     """Delta_ETF: like :func:`delta_of` but on centred means against the simplex ETF Gram."""
-    z = normalize_rows(features)
-    _, y = _present(labels)
-    if y.shape[0] != z.shape[0]:
-        raise ValueError(f"labels has length {y.shape[0]} but there are {z.shape[0]} samples")
-    return delta_etf_from_means(class_means(z, y))
+    return delta_etf_from_means(_normalised_class_means(features, labels))
 
 
 def gram_distance(gram, reference) -> float:

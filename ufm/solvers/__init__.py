@@ -11,14 +11,6 @@ Every module's ``__all__`` is re-exported here.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from ufm._exports import reexport_modules
 
-__all__: list[str] = []
-for _mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if _mod.name.startswith("_") or _mod.name == "cli":
-        continue
-    _m = importlib.import_module(f"{__name__}.{_mod.name}")
-    for _name in getattr(_m, "__all__", []):
-        globals()[_name] = getattr(_m, _name)
-        __all__.append(_name)
+__all__ = reexport_modules(__name__, __path__, globals(), skip=("cli",))

@@ -265,8 +265,6 @@ class GiniKLLoss(HarnessLoss):
         else:
             self.register_buffer("target", None)
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
-        # running sums of the current epoch (detached): gini, kl, number of batches
-        self.register_buffer("_running", torch.zeros(3, dtype=torch.float64))
 
     # --------------------------------------------------------------------------------------- the terms
     @property
@@ -312,26 +310,22 @@ class GiniKLLoss(HarnessLoss):
         if not self.terms_active or (self.lambda_gini == 0 and self.lambda_kl == 0):
             return obj
         g, k = self.terms(self._select(out), y)
-        with torch.no_grad():
-            self._running += torch.stack([g.detach().double(), k.detach().double(),
-                                          torch.ones((), dtype=torch.float64, device=g.device)]).to(self._running.device)
+        self.record_epoch_stats(gini=g, kl=k)  # epoch means over the batches where the terms act
         return obj + self.lambda_gini * g + self.lambda_kl * k
 
     def harness_predict(self, out, model: nn.Module):
         return None
 
     def on_epoch_start(self, epoch: int) -> None:
+        """Sets the epoch buffer (the warm-up counts epochs) and clears the epoch statistics."""
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
+        super().on_epoch_start(epoch)
         self.epoch.fill_(int(epoch))
-        self._running.zero_()
 
-    def on_epoch_end(self, epoch: int, stats=None) -> dict | None:
-        g, k, n = (float(v) for v in self._running)
-        out = {"gini_kl_active": float(self.terms_active)}
-        if n > 0:
-            out.update({"gini": g / n, "kl": k / n})
-        return out
+    def on_epoch_end(self, epoch: int, row: dict) -> dict:
+        """``gini`` and ``kl`` (epoch means, when the terms acted) and ``gini_kl_active``."""
+        return {"gini_kl_active": float(self.terms_active), **super().on_epoch_end(epoch, row)}
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, lambda_gini={self.lambda_gini}, lambda_kl={self.lambda_kl}, "

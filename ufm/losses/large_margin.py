@@ -77,7 +77,9 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
     State: buffers ``centres`` (K, d) and ``seen`` (K,) bool, updated on every call in training
     mode (in eval mode the loss is evaluated with the stored centres and nothing is written).
     :meth:`reset_centres` forgets them. After each call ``last_terms`` holds the detached
-    ``(L_c, L_m, L_r)``; :meth:`on_epoch_end` returns their epoch means and the mean centre step.
+    ``(L_c, L_m, L_r)``; the epoch statistics (``ldis_compactness``, ``ldis_margin``,
+    ``ldis_regulariser``, ``centre_step``: means over the epoch's training batches of the three terms
+    and of the mean centre step ``||c_k^t - c_k^{t-1}||``) join the harness's metrics.
     """
 
     def __init__(self, num_classes: int, feature_dim: int, alpha: float = 1.0, beta: float = 1.0,
@@ -103,8 +105,6 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
         self.register_buffer("centres", torch.zeros(self.num_classes, self.feature_dim))
         self.register_buffer("seen", torch.zeros(self.num_classes, dtype=torch.bool))
         self.last_terms: dict[str, torch.Tensor] = {}
-        self._acc: dict[str, torch.Tensor] = {}
-        self._acc_n = 0
 
     # ------------------------------------------------------------------ state
     def reset_centres(self) -> None:
@@ -174,7 +174,8 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
                 step = (c.detach() - prev).norm(dim=1)[self.seen[present]]
                 self.centres[present] = c.detach().to(self.centres.dtype)
                 self.seen[present] = True
-                self._accumulate(l_c, l_m, l_r, step)
+                self.record_epoch_stats(ldis_compactness=l_c, ldis_margin=l_m, ldis_regulariser=l_r,
+                                        centre_step=step.mean() if step.numel() else torch.zeros((), device=l_c.device))
         self.last_terms = {"compactness": l_c.detach(), "margin": l_m.detach(), "regulariser": l_r.detach()}
         return {"compactness": l_c, "margin": l_m, "regulariser": l_r, "centres": c, "means": mu,
                 "present": present}
@@ -200,24 +201,6 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
 
     def harness_predict(self, out, model: nn.Module) -> torch.Tensor | None:
         return None
-
-    def _accumulate(self, l_c, l_m, l_r, step) -> None:
-        vals = {"ldis_compactness": l_c.detach(), "ldis_margin": l_m.detach(), "ldis_regulariser": l_r.detach(),
-                "centre_step": step.mean() if step.numel() else torch.zeros((), device=l_c.device)}
-        for key, v in vals.items():
-            self._acc[key] = self._acc.get(key, 0.0) + v.float()
-        self._acc_n += 1
-
-    def on_epoch_start(self, epoch: int) -> None:
-        self._acc, self._acc_n = {}, 0
-
-    def on_epoch_end(self, epoch: int, stats=None) -> dict | None:
-        """Epoch means of the three terms and of the centre step ``||c_k^t - c_k^{t-1}||``."""
-        if not self._acc_n:
-            return None
-        out = {key: float(v) / self._acc_n for key, v in self._acc.items()}
-        self._acc, self._acc_n = {}, 0
-        return out
 
 
 def large_margin_reference(features, labels, weight, bias, centres, seen, *, alpha=1.0, beta=1.0, gamma=1e-3,

@@ -214,11 +214,13 @@ class PODLoss(HarnessLoss):
         return new
 
     def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
         self.reset_epoch()
 
-    def on_epoch_end(self, epoch: int, stats=None) -> dict:
-        used = float(self.delta)
-        out = {"pod_delta": used}
+    def on_epoch_end(self, epoch: int, row: dict) -> dict:
+        """``pod_delta`` (the Delta this epoch used), ``pod_projection_norm`` (the epoch's mean ||W^T x||)
+        and, with the schedule, ``pod_next_delta`` (the Delta of the next epoch, set here)."""
+        out = {"pod_delta": float(self.delta), **super().on_epoch_end(epoch, row)}
         if float(self._proj_count) > 0:
             out["pod_projection_norm"] = self.mean_projection_norm()
             if self.schedule:

@@ -273,3 +273,66 @@ def test_geometry_metrics_on_exact_frames():
     assert g["delta_seli"] < 1e-9 and g["delta_seli_w"] < 1e-9 and g["delta_etf_w"] > 0.05
     acc = accuracy_metrics("logits", (h, h @ w.T, None, yy), (h, h @ w.T, None, yy), k, probe=True, minority=[2, 3])
     assert acc["test_acc"] == acc["ncc_acc"] == acc["probe_acc"] == acc["test_acc_minority"] == 1.0
+
+
+# ----------------------------------------------------------------------------- what train says, and bad checkpoints
+def test_train_says_when_it_starts_resumes_or_is_complete(tmp_path):
+    cfg = TrainConfig(**TINY, loss="ce", epochs=2)
+    lines = []
+    train(cfg, tmp_path, stop_after=1, log=lines.append)
+    assert lines[0].startswith("[train] ce on digits") and lines[1].startswith("epoch   1")
+    lines.clear()
+    train(cfg, tmp_path, log=lines.append)
+    assert lines[0] == f"[train] resuming {tmp_path} after epoch 1 of 2" and lines[1].startswith("epoch   2")
+    lines.clear()
+    rows = train(cfg, tmp_path, log=lines.append)
+    assert len(rows) == 2 and lines == [f"[train] {tmp_path} is already complete (2 epochs): nothing to train "
+                                        "(--restart trains it again)"]
+
+
+def test_corrupt_checkpoint_is_one_clear_error_and_stale_temporaries_go(tmp_path):
+    from ufm.train import CheckpointError, run_state
+
+    cfg = TrainConfig(**TINY, loss="ce", epochs=2)
+    train(cfg, tmp_path, stop_after=1)
+    assert run_state(tmp_path, 2).status == "partial" and run_state(tmp_path, 2).epochs_done == 1
+    ck = tmp_path / "checkpoint.pt"
+    ck.write_bytes(ck.read_bytes()[:500])  # truncated by a crash of the disk, or a copy cut short
+    stale = tmp_path / ".checkpoint.pt.abc123.tmp"
+    stale.write_bytes(b"half")
+    with pytest.raises(CheckpointError, match=f"checkpoint {ck} is truncated or corrupt .*--restart"):
+        train(cfg, tmp_path)
+    assert not stale.exists()
+    ck.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        train(cfg, tmp_path)
+    torch.save({"weights": 1}, ck)
+    with pytest.raises(CheckpointError, match="not a checkpoint of a ufm training run"):
+        train(cfg, tmp_path)
+    assert len(train(cfg, tmp_path, resume=False)) == 2 and run_state(tmp_path).status == "complete"
+
+
+def test_train_command_line_on_a_corrupt_checkpoint(tmp_path, capsys):
+    from ufm.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--config", "large_margin", "--out", str(out), "epochs=1", "--quiet"]
+    assert main(argv) == 0
+    (out / "checkpoint.pt").write_bytes(b"garbage")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "truncated or corrupt" in err and "--restart" in err
+    assert main(argv + ["--restart"]) == 0
+
+
+def test_losses_report_epoch_statistics_one_way():
+    """record_epoch_stats: weighted epoch means, reset by the start hook, returned by the end hook."""
+    loss = HarnessLoss()
+    loss.on_epoch_start(0)
+    loss.record_epoch_stats(a=torch.tensor(1.0), b=2.0)
+    loss.record_epoch_stats(weight=3, a=torch.tensor(5.0))
+    assert loss.on_epoch_end(0, {}) == {"a": pytest.approx((1 + 15) / 4), "b": 2.0}
+    loss.on_epoch_start(1)
+    assert loss.on_epoch_end(1, {}) == {}
+    with pytest.raises(TypeError, match="must subclass ufm.losses.HarnessLoss"):
+        register_loss("_not_a_harness_loss")(torch.nn.MSELoss)

@@ -10,6 +10,7 @@ profiles, and the ``python -m ufm train`` command.
 from __future__ import annotations
 
 from ufm.train.config import PROFILES, TrainConfig, available_configs, config_dir, load_config, parse_overrides
+from ufm.train.checkpoint import CheckpointError, RunState, run_state
 from ufm.train.loop import CHECKPOINT, METRIC_KEYS, METRICS_FILE, BatchObjective, build_run, lr_factor, read_metrics, train
 from ufm.geometry.seli import centred_gram, mean_pairwise_cosine, seli_grams
 
@@ -21,6 +22,9 @@ __all__ = [
     "config_dir",
     "PROFILES",
     "train",
+    "run_state",
+    "RunState",
+    "CheckpointError",
     "BatchObjective",
     "build_run",
     "read_metrics",

@@ -17,6 +17,7 @@ Train a network with a registered loss and write, under --out:
                   values returned by the loss's on_epoch_end), seconds
   run.json        the resolved config, class counts after imbalance, sizes, device
   checkpoint.pt   written atomically after every epoch; running the same command again resumes
+                  (and says so), or says the run is already complete; --restart starts afresh
 
 A config file has top-level fields and a `profiles` section (ci: minutes on a CPU; paper: the paper's
 protocol, for a GPU). Any field can be overridden as key=value (YAML values; dict entries with dots).
@@ -32,16 +33,20 @@ fields (key=value):
 
 
 def run_train(args) -> int:
+    import sys
+
     from ufm.train.config import load_config
     from ufm.train.loop import train
 
     cfg = load_config(args.config, args.profile, args.overrides)
-    if args.progress is not None:
-        cfg = cfg.replace(progress=args.progress)
+    quiet = args.progress is False
+    # on a terminal: a bar over batches and one line per epoch; otherwise one line per epoch; --quiet: neither
+    cfg = cfg.replace(progress=bool(args.progress) if args.progress is not None else sys.stdout.isatty())
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=1))
         return 0
-    rows = train(cfg, args.out, resume=not args.restart, stop_after=args.stop_after)
+    log = None if quiet else (lambda line: print(line, flush=True))
+    rows = train(cfg, args.out, resume=not args.restart, stop_after=args.stop_after, log=log)
     if rows:
         last = rows[-1]
         keys = [k for k in ("epoch", "train_loss", "train_acc", "test_acc", "probe_acc", "ncc_acc", "delta_of",
@@ -66,8 +71,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop after N epochs of this invocation (the run resumes later from its checkpoint)")
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="progress bar and one line per epoch (default: the config's `progress` field)")
-    p.add_argument("--quiet", dest="progress", action="store_false", help="no progress bar, no per-epoch lines")
+                   help="a progress bar over each epoch's batches and one line per epoch (default on a terminal; "
+                        "elsewhere one line per epoch without the bar)")
+    p.add_argument("--quiet", dest="progress", action="store_false",
+                   help="print only the final metrics (for scripts): no bar, no per-epoch or resume lines")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. ratio=10 epochs=5 loss_kwargs.temperature=0.2 (YAML values)")

@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["TrainConfig", "load_config", "parse_overrides", "config_dir", "available_configs", "PROFILES", "FIELD_HELP"]
+__all__ = ["TrainConfig", "load_config", "parse_overrides", "config_dir", "available_configs", "PROFILES", "FIELD_HELP",
+           "RESUME_FREE", "RUN_IDENTITY_FREE"]
 
 PROFILES = ("ci", "paper")
 
@@ -68,6 +69,8 @@ FIELD_HELP: dict[str, str] = {
 
 # fields that may differ between a checkpoint and the config that resumes it (they do not change results)
 RESUME_FREE = ("epochs", "device", "num_workers", "progress", "data_root", "download", "eval_batch_size")
+# fields left out of a run's identity (ufm.study run ids): where and how it runs, how it is labelled
+RUN_IDENTITY_FREE = tuple(f for f in RESUME_FREE if f != "epochs") + ("name", "profile")
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Per epoch e (0-based):
 
-1. ``loss.on_epoch_start(e)`` if the loss defines it;
+1. ``loss.on_epoch_start(e)`` (the loss's hooks: :class:`ufm.losses.HarnessLoss`);
 2. the batches of ``BindingBatchSampler(labels, batch_size, seed, binding).batches(e)`` (a seeded
    shuffle per epoch; with binding, one fixed example per class appended to every batch); under
    ``torchrun`` each rank takes ``batch[rank::world]``;
@@ -20,18 +20,21 @@ Per epoch e (0-based):
 ``train(config, out_dir, resume=True)`` continues from ``out_dir/checkpoint.pt`` when it exists. Every
 random stream is either restored from the checkpoint or re-derived from (seed, epoch), so on CPU a run
 interrupted after any epoch and resumed gives exactly the metrics of an uninterrupted run.
+
+:func:`train` orchestrates (placement, resume, building, the record, checkpoints); one epoch is
+:func:`run_epoch` (hooks, :func:`train_one_epoch`, evaluation). The run folder's files are handled by
+:mod:`ufm.train.checkpoint`.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import os
 import platform
 import random
-import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +49,22 @@ from ufm.losses import get_loss
 from ufm.losses.base import ModelOutput
 from ufm.models import build_model, model_accepts
 from ufm.train import distributed as ddp
+from ufm.train.checkpoint import (
+    CHECKPOINT,
+    METRICS_FILE,
+    RUN_FILE,
+    load_checkpoint,
+    read_metrics,
+    remove_stale_temporaries,
+    save_checkpoint,
+    write_jsonl,
+)
 from ufm.train.config import RESUME_FREE, TrainConfig
 from ufm.train.metrics import accuracy_metrics, evaluate_geometry, extract
 
-__all__ = ["train", "BatchObjective", "lr_factor", "METRIC_KEYS", "CHECKPOINT", "METRICS_FILE", "read_metrics", "build_run"]
+__all__ = ["train", "train_one_epoch", "run_epoch", "BatchObjective", "lr_factor", "METRIC_KEYS", "CHECKPOINT",
+           "METRICS_FILE", "read_metrics", "build_run"]
 
-CHECKPOINT = "checkpoint.pt"
-METRICS_FILE = "metrics.jsonl"
-RUN_FILE = "run.json"
 METRIC_KEYS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "ncc_acc", "delta_of", "delta_etf", "nc1", "seconds")
 _EVAL_KEYS = ("train_acc", "test_acc", "ncc_acc", "delta_of", "delta_etf", "nc1")
 
@@ -78,38 +89,6 @@ def _clean(v):
     if isinstance(v, float) and not np.isfinite(v):
         return None
     return v
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    def w(tmp):
-        with open(tmp, "w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-
-    _atomic_write(path, w)
-
-
-def read_metrics(out_dir) -> list[dict]:
-    """The rows of ``out_dir/metrics.jsonl``."""
-    path = Path(out_dir) / METRICS_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no {METRICS_FILE} in {out_dir}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _in_graph(root: torch.Tensor, t: torch.Tensor) -> bool:
@@ -234,6 +213,7 @@ def build_run(cfg: TrainConfig, device: torch.device | None = None) -> _Run:
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
     run.sampler = BindingBatchSampler(run.train.labels, cfg.batch_size, seed=cfg.seed, binding=cfg.binding)
     run.augment = BatchAugment(spec, enabled=cfg.augment)
+    run.train_x, run.train_y = run.train.x.to(run.device), run.train.y.to(run.device)
     return run
 
 
@@ -257,6 +237,85 @@ def _config_diff(saved: dict, cfg: TrainConfig) -> list[str]:
     return [f"{k}: saved {saved.get(k)!r} vs now {now[k]!r}" for k in now if k not in RESUME_FREE and saved.get(k) != now[k]]
 
 
+@dataclass
+class _Place:
+    """Where this process trains: device, rank r of w, and whether it is the main (writing) rank."""
+
+    device: torch.device
+    rank: int
+    world: int
+    distributed: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _place(cfg: TrainConfig) -> _Place:
+    device = default_device(None if cfg.device == "auto" else cfg.device)
+    distributed = ddp.init_from_env(device)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _Place(device, ddp.rank(), ddp.world_size(), distributed)
+
+
+def _resume_state(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
+    """The checkpoint to continue from (checked against ``cfg``), or None to start afresh."""
+    path = out / CHECKPOINT
+    if not (resume and path.exists()):
+        return None
+    state = load_checkpoint(path)
+    diff = _config_diff(state["config"], cfg)
+    if diff:
+        raise ValueError(f"{path} holds a run with another config ({'; '.join(diff)}); "
+                         "use another output folder or --restart (resume=False)")
+    return state
+
+
+def _build(cfg: TrainConfig, place: _Place):
+    """Seed every generator, build the run (rank 0 downloads first) and wrap model + loss for DDP."""
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    torch.manual_seed(cfg.seed)
+    if place.distributed and cfg.download and not place.main:
+        torch.distributed.barrier()  # rank 0 downloads first
+    run = build_run(cfg, place.device)
+    if place.distributed and cfg.download and place.main:
+        torch.distributed.barrier()
+    if place.distributed and cfg.sync_bn:
+        run.model = nn.SyncBatchNorm.convert_sync_batchnorm(run.model)
+    step_fn = BatchObjective(run.model, run.loss, run.views)
+    if place.distributed:
+        step_fn = nn.parallel.DistributedDataParallel(
+            step_fn, device_ids=[place.device.index] if place.device.type == "cuda" else None,
+            find_unused_parameters=True)
+    return run, step_fn
+
+
+def _restore(run, state: dict | None, cfg: TrainConfig, place: _Place) -> tuple[list[dict], str | None, int]:
+    """Load a checkpoint into the run; returns (metrics so far, scoring rule, first epoch to train)."""
+    scoring = None if cfg.scoring == "auto" else cfg.scoring
+    if state is None:
+        return [], scoring, 0
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.loss.load_state_dict(state["loss"])
+    run.scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"], place.device)
+    return list(state["metrics"]), state["scoring"] or scoring, state["epoch"] + 1
+
+
+def _write_run_record(out: Path, cfg: TrainConfig, run, place: _Place) -> dict:
+    info = {"config": cfg.to_dict(), "class_counts": run.counts.tolist(), "minority_classes": run.minority.tolist(),
+            "n_train": len(run.train), "n_test": len(run.test), "dataset": run.spec.description,
+            "parameters": sum(p.numel() for p in run.model.parameters()), "views": run.views,
+            "device": str(place.device), "world_size": place.world, "torch": torch.__version__,
+            "python": platform.python_version(), "threads": torch.get_num_threads()}
+    (out / RUN_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
 def train(config, out_dir, resume: bool = True, stop_after: int | None = None, log=None) -> list[dict]:
     """Train ``config`` (a :class:`TrainConfig` or a dict of its fields), writing ``out_dir/metrics.jsonl``,
     ``out_dir/run.json`` and ``out_dir/checkpoint.pt``; return the per-epoch metric rows.
@@ -265,136 +324,116 @@ def train(config, out_dir, resume: bool = True, stop_after: int | None = None, l
         resume: continue from ``out_dir/checkpoint.pt`` when present (the saved config must match in
             every field that changes results; ``epochs`` may grow). False starts afresh.
         stop_after: stop after this many epochs in this call (an interruption; resume continues).
-        log: callable receiving one line per epoch (default: ``print`` when ``config.progress``).
+        log: callable receiving what the run does (start, resume, already complete) and one line per
+            epoch (default: ``print`` when ``config.progress``; None: silent).
+
+    Raises:
+        CheckpointError: the checkpoint in ``out_dir`` is truncated or corrupt (one line; restart).
+        ValueError: the checkpoint holds another config, or the objective diverged.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**dict(config))
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if log is None and cfg.progress:
-        log = print
-    device = default_device(None if cfg.device == "auto" else cfg.device)
-    distributed = ddp.init_from_env(device)
-    r, w = ddp.rank(), ddp.world_size()
-    if distributed and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    main = r == 0
-
-    ckpt_path = out / CHECKPOINT
-    state = None
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        diff = _config_diff(state["config"], cfg)
-        if diff:
-            raise ValueError(f"{ckpt_path} holds a run with another config ({'; '.join(diff)}); "
-                             "use another output folder or resume=False")
-        if state["epoch"] + 1 >= cfg.epochs:
-            return list(state["metrics"])[: cfg.epochs]
-
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    torch.manual_seed(cfg.seed)
-    if distributed and cfg.download and not main:
-        torch.distributed.barrier()  # rank 0 downloads first
-    run = build_run(cfg, device)
-    if distributed and cfg.download and main:
-        torch.distributed.barrier()
-    model, loss, opt, sched, scaler = run.model, run.loss, run.optimizer, run.scheduler, run.scaler
-    k = run.spec.num_classes
-    if distributed and cfg.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        run.model = model
-    step_fn = BatchObjective(model, loss, run.views)
-    if distributed:
-        step_fn = nn.parallel.DistributedDataParallel(
-            step_fn, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-
-    metrics: list[dict] = []
-    scoring = None if cfg.scoring == "auto" else cfg.scoring
-    start = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        loss.load_state_dict(state["loss"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], device)
-        metrics = list(state["metrics"])
-        scoring = state["scoring"] or scoring
-        start = state["epoch"] + 1
-    if main:
-        info = {"config": cfg.to_dict(), "class_counts": run.counts.tolist(), "minority_classes": run.minority.tolist(),
-                "n_train": len(run.train), "n_test": len(run.test), "dataset": run.spec.description,
-                "parameters": sum(p.numel() for p in model.parameters()), "views": run.views,
-                "device": str(device), "world_size": w, "torch": torch.__version__, "python": platform.python_version()}
-        (out / RUN_FILE).write_text(json.dumps(info, indent=1) + "\n")
-        _write_jsonl(out / METRICS_FILE, metrics)
-        if log and state is None:
-            log(f"[train] {cfg.name or cfg.loss} on {cfg.dataset} ({cfg.imbalance}, R={cfg.ratio:g}): "
-                f"class counts {run.counts.tolist()}, {info['parameters']} parameters, device {device}")
-
-    train_x, train_y = run.train.x.to(device), run.train.y.to(device)
-    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.float16)) if run.use_amp else nullcontext
-    done = 0
+    log = log if log is not None else (print if cfg.progress else None)
+    place = _place(cfg)
+    if place.main and remove_stale_temporaries(out) and log:
+        log(f"[train] {out}: removed temporary files left by an interrupted write")
+    state = _resume_state(out, cfg, resume)
+    if state is not None and state["epoch"] + 1 >= cfg.epochs:
+        if place.main:
+            write_jsonl(out / METRICS_FILE, list(state["metrics"]))
+            if log:
+                log(f"[train] {out} is already complete ({state['epoch'] + 1} epochs): nothing to train "
+                    "(--restart trains it again)")
+        return list(state["metrics"])[: cfg.epochs]
+    run, step_fn = _build(cfg, place)
+    metrics, scoring, start = _restore(run, state, cfg, place)
+    if place.main:
+        info = _write_run_record(out, cfg, run, place)
+        write_jsonl(out / METRICS_FILE, metrics)
+        if log:
+            log(f"[train] resuming {out} after epoch {start} of {cfg.epochs}" if start else
+                f"[train] {cfg.name or cfg.loss} on {cfg.dataset} ({cfg.imbalance}, R={cfg.ratio:g}): class counts "
+                f"{run.counts.tolist()}, {info['parameters']} parameters, device {place.device} -> {out}")
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
-        if hasattr(loss, "on_epoch_start"):
-            loss.on_epoch_start(epoch)
-        lr = float(opt.param_groups[0]["lr"])
-        model.train()
-        loss.train()
-        gen = torch.Generator().manual_seed(_seed_from(cfg.seed, epoch, r, 7))
-        batches = run.sampler.batches(epoch)
-        it = batches
-        if cfg.progress and main:
-            from tqdm.auto import tqdm
-
-            it = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        total, count = 0.0, 0
-        for step, idx in enumerate(it):
-            if len(idx) < 2 * w:  # a rank would get fewer than 2 samples (BatchNorm cannot train on 1)
-                continue
-            local = torch.as_tensor(np.asarray(idx[r::w]), device=device)
-            xb, yb = train_x[local], train_y[local]
-            x = run.train.to_input(run.augment.views(xb.float(), run.views, gen))
-            with amp_ctx():
-                obj, detected = step_fn(x, yb, detect=scoring is None)
-            if not torch.isfinite(obj.detach()).all():
-                raise ValueError(f"the training objective is {float(obj.detach())} at epoch {epoch}, step {step} "
-                                 f"(diverged: lower lr, or check the loss options {cfg.loss_kwargs})")
-            scoring = scoring or detected
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(obj).backward()
-            scaler.step(opt)
-            scaler.update()
-            total += float(obj.detach()) * len(idx)
-            count += len(idx)
-        sched.step()
-
-        row: dict = {"epoch": epoch + 1, "lr": lr, "train_loss": total / max(count, 1)}
-        last = epoch == cfg.epochs - 1
-        if (epoch + 1) % cfg.eval_every == 0 or last:
-            row.update(_evaluate(run, cfg, model, loss, device, scoring or "logits", epoch, last))
-        else:
-            row.update({key: None for key in _EVAL_KEYS})
-        if hasattr(loss, "on_epoch_end"):
-            extra = loss.on_epoch_end(epoch, dict(row))
-            for key, v in (extra or {}).items():
-                row[key if key not in row else f"{cfg.loss}_{key}"] = v
+        row, scoring = run_epoch(run, step_fn, epoch, scoring, place)
         row["seconds"] = time.time() - t0
-        row = {key: _clean(v) for key, v in row.items()}
         metrics.append(row)
-        if main:
-            _save_checkpoint(ckpt_path, cfg, epoch, model, opt, sched, loss, scaler, device, metrics, scoring, run)
-            _write_jsonl(out / METRICS_FILE, metrics)
+        if place.main:
+            save_checkpoint(out / CHECKPOINT, _checkpoint_state(cfg, epoch, run, place, metrics, scoring))
+            write_jsonl(out / METRICS_FILE, metrics)
             if log:
                 log(_format_row(row))
-        done += 1
-        if stop_after is not None and done >= stop_after and not last:
+        if stop_after is not None and epoch + 1 - start >= stop_after and epoch < cfg.epochs - 1:
             break
-    if distributed:
+    if place.distributed:
         torch.distributed.barrier()
     return metrics
+
+
+def run_epoch(run, step_fn, epoch: int, scoring: str | None, place: _Place) -> tuple[dict, str | None]:
+    """One epoch of a built run: the loss's start hook, :func:`train_one_epoch`, the scheduler step,
+    evaluation (every ``eval_every`` epochs and at the last) and the loss's end hook.
+
+    Returns:
+        (the epoch's metrics row without ``seconds``, the scoring rule found so far).
+    """
+    cfg = run.cfg
+    run.loss.on_epoch_start(epoch)
+    lr = float(run.optimizer.param_groups[0]["lr"])
+    train_loss, scoring = train_one_epoch(run, step_fn, epoch, scoring, place)
+    run.scheduler.step()
+    row: dict = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss}
+    last = epoch == cfg.epochs - 1
+    if (epoch + 1) % cfg.eval_every == 0 or last:
+        row.update(_evaluate(run, cfg, run.model, run.loss, place.device, scoring or "logits", epoch, last))
+    else:
+        row.update({key: None for key in _EVAL_KEYS})
+    for key, v in (run.loss.on_epoch_end(epoch, dict(row)) or {}).items():
+        row[key if key not in row else f"{cfg.loss}_{key}"] = v  # a hook never overwrites a metric
+    return {key: _clean(v) for key, v in row.items()}, scoring
+
+
+def train_one_epoch(run, step_fn, epoch: int, scoring: str | None, place: _Place) -> tuple[float, str | None]:
+    """The SGD steps of epoch ``epoch``: the sampler's batches (rank r takes ``batch[r::w]``), augmented
+    views from a generator seeded by (seed, epoch, rank), the objective, the optimizer step.
+
+    Returns:
+        (the mean objective over the epoch's samples, the scoring rule: detected on the first batch
+        when ``scoring`` is None).
+    """
+    cfg, r, w = run.cfg, place.rank, place.world
+    run.model.train()
+    run.loss.train()
+    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.float16)) if run.use_amp else nullcontext
+    gen = torch.Generator().manual_seed(_seed_from(cfg.seed, epoch, r, 7))
+    batches = run.sampler.batches(epoch)
+    if cfg.progress and place.main:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    total, count = 0.0, 0
+    for step, idx in enumerate(batches):
+        if len(idx) < 2 * w:  # a rank would get fewer than 2 samples (BatchNorm cannot train on 1)
+            continue
+        local = torch.as_tensor(np.asarray(idx[r::w]), device=place.device)
+        xb, yb = run.train_x[local], run.train_y[local]
+        x = run.train.to_input(run.augment.views(xb.float(), run.views, gen))
+        with amp_ctx():
+            obj, detected = step_fn(x, yb, detect=scoring is None)
+        if not torch.isfinite(obj.detach()).all():
+            raise ValueError(f"the training objective is {float(obj.detach())} at epoch {epoch}, step {step} "
+                             f"(diverged: lower lr, or check the loss options {cfg.loss_kwargs})")
+        scoring = scoring or detected
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(obj).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        total += float(obj.detach()) * len(idx)
+        count += len(idx)
+    return total / max(count, 1), scoring
 
 
 def _evaluate(run, cfg, model, loss, device, scoring, epoch, last) -> dict:
@@ -415,17 +454,17 @@ def _evaluate(run, cfg, model, loss, device, scoring, epoch, last) -> dict:
     return row
 
 
-def _save_checkpoint(path, cfg, epoch, model, opt, sched, loss, scaler, device, metrics, scoring, run) -> None:
-    state = {
+def _checkpoint_state(cfg, epoch, run, place: _Place, metrics, scoring) -> dict:
+    return {
         "format": 1,
         "config": cfg.to_dict(),
         "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "loss": loss.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": _rng_state(device),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "loss": run.loss.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "rng": _rng_state(place.device),
         "sampler": {"seed": run.sampler.seed, "next_epoch": epoch + 1, "binding": None if run.sampler.binding is None
                     else run.sampler.binding.tolist()},
         "augment_seeds": [_seed_from(cfg.seed, e, 0, 7) for e in range(epoch + 1)],
@@ -433,7 +472,6 @@ def _save_checkpoint(path, cfg, epoch, model, opt, sched, loss, scaler, device, 
         "scoring": scoring,
         "class_counts": run.counts.tolist(),
     }
-    _atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _format_row(row: dict) -> str:

@@ -3,6 +3,8 @@
 Commands:
     solve   solve the SCL unconstrained features model (exact reduced / exact SDP / gradient descent)
     train   train a network with any registered loss (see ``python -m ufm train --help``)
+    sweep   run a study: a config x a grid x seeds, locally or on a Ray cluster, with a summary table
+    report  the summary table, or a paired comparison of two arms, of a study folder
 """
 
 from __future__ import annotations
@@ -147,11 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="gd: torch device (default cuda when present, else cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run_solve)
-    try:  # the training command lives with the training harness
-        importlib.import_module("ufm.train.cli").register(sub)
-    except ModuleNotFoundError as err:
-        if not (err.name or "").startswith("ufm.train"):
-            raise
+    importlib.import_module("ufm.train.cli").register(sub)  # train: with the training harness
+    importlib.import_module("ufm.study.cli").register(sub)  # sweep, report: with the study engine
     return parser
 
 

@@ -20,9 +20,8 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterator
 
-import torch
-
-from ufm.study.worker import RunOutcome, RunTask, execute_run, set_threads
+from ufm.device import limited_threads
+from ufm.study.worker import RunOutcome, RunTask, execute_run
 
 __all__ = ["LocalExecutor", "RayExecutor", "make_executor", "available_cores", "BACKENDS"]
 
@@ -66,14 +65,11 @@ class LocalExecutor:
             yield from self._pool(tasks, on_start)
 
     def _inline(self, tasks, on_start):
-        before = torch.get_num_threads()
-        try:
+        with limited_threads(self.threads):  # this process's thread counts come back afterwards
             for task in tasks:
                 if on_start:
                     on_start(task)
                 yield execute_run(task)
-        finally:
-            set_threads(before)
 
     def _pool(self, tasks, on_start):
         ctx = mp.get_context("spawn")

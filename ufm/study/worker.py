@@ -13,10 +13,9 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-from threadpoolctl import threadpool_limits
+from ufm.device import set_threads
 
-__all__ = ["RunTask", "RunOutcome", "execute_run", "set_threads", "ERROR_FILE"]
+__all__ = ["RunTask", "RunOutcome", "execute_run", "ERROR_FILE"]
 
 ERROR_FILE = "error.txt"
 
@@ -44,12 +43,6 @@ class RunOutcome:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def set_threads(threads: int) -> None:
-    """Fix the intra-op threads of torch and of the BLAS libraries (CPU results depend on the count)."""
-    torch.set_num_threads(int(threads))
-    threadpool_limits(int(threads))
 
 
 def execute_run(task: RunTask) -> RunOutcome:

@@ -24,8 +24,10 @@ setup: $(STAMP)
 figures: $(STAMP)
 	$(PY) scripts/run_notebooks.py --profile $(PROFILE)
 
+# nbval re-executes every notebook and compares the cells marked NBVAL_CHECK_OUTPUT with their committed outputs;
+# the figures the notebooks draw meanwhile go to .test-figures/, so the test command never rewrites figures/
 test: $(STAMP)
-	$(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+	UFM_FIGURES=$(CURDIR)/.test-figures $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 # speed targets, each printed as ratios measured side by side in one run (not part of the tests)
 bench: $(STAMP)
@@ -33,6 +35,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_solvers.py
 	$(PY) benchmarks/bench_gd.py --threads 1
 	$(PY) benchmarks/bench_training.py --threads 1
+	$(PY) benchmarks/bench_study.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,66 @@
+"""The notebooks' outputs are checked, not only run: every notebook has result tables marked for nbval's
+output comparison, their committed outputs exist and hold no unsanitised timings, and a stale committed
+table makes the test command fail (checked on a small notebook, with the project's own nbval options)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def _code_cells(path: Path) -> list[dict]:
+    return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def _text(cell: dict) -> str:
+    out = []
+    for o in cell.get("outputs", []):
+        out.append("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", "")))
+    return "".join(out)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_has_checked_result_tables_with_committed_outputs(path):
+    checked = [c for c in _code_cells(path) if "".join(c["source"]).startswith(MARK)]
+    assert len(checked) >= 3, f"{path.name}: result tables must be marked {MARK!r}"
+    for cell in checked:
+        text = _text(cell)
+        assert text.strip(), f"{path.name}: a checked cell has no committed output (run `make figures`)"
+        assert not any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+        # tracebacks, warnings and object addresses would make the comparison flaky
+        assert "Warning" not in text and not re.search(r"0x[0-9a-f]{6,}", text), text[:200]
+
+
+def test_figures_go_through_the_profile():
+    """A notebook that saves a figure passes its PROFILE, so a paper run never writes over figures/."""
+    for path in NOTEBOOKS:
+        for cell in _code_cells(path):
+            for call in re.findall(r"savefig\([^)]*\)", "".join(cell["source"])):
+                assert call.rstrip(")").endswith("PROFILE"), (path.name, call)
+
+
+def test_a_stale_checked_table_fails_the_test_command(tmp_path):
+    cell = {"cell_type": "code", "execution_count": 1, "id": "c1", "metadata": {},
+            "source": [f"{MARK}\n", "print(f'mean {sum([1, 2, 3]) / 3:.4f}')"], "outputs": []}
+    nb = {"cells": [cell], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                       "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+
+    def nbval(committed: str) -> int:
+        cell["outputs"] = [{"name": "stdout", "output_type": "stream", "text": [committed]}]
+        (tmp_path / "t.ipynb").write_text(json.dumps(nb))
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "t.ipynb"), "--nbval-lax",
+               "--nbval-current-env", "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg")]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, timeout=300).returncode
+
+    assert nbval("mean 2.0000\n") == 0
+    assert nbval("mean 2.0001\n") != 0  # a committed number that the code no longer produces

@@ -150,7 +150,7 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="local: worker processes here (default); ray: tasks on a running Ray cluster (--address)")
     p.add_argument("--jobs", type=int, default=None, metavar="J",
-                   help="runs at once (local, default 1; ray: at most J tasks in flight, default all)")
+                   help="runs at once (local, default 1; ray: default as many as the cluster's CPUs / GPUs hold)")
     p.add_argument("--threads", type=int, default=None, metavar="T",
                    help="torch threads per run (local default: cores // jobs; ray default 1; CPU results depend on it)")
     p.add_argument("--address", default=None, help="ray: HOST:PORT of the head (`ray start --head` prints it) or 'auto'")

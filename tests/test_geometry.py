@@ -110,8 +110,8 @@ def test_nc_metrics_on_collapse_and_self_duality():
     x, y = collapsed(frame, (6, 6, 6, 6), noise=1e-6, seed=1)
     nc = nc_metrics(x, y, weight=frame, bias=np.zeros(k))
     assert nc["nc1"] < 1e-9
-    assert nc["nc2_equinorm"] < 1e-5 and nc["nc2_equiangular"] < 1e-5 and nc["nc2_etf"] < 1e-5
-    assert nc["nc3"] < 1e-5 and nc["nc4"] == 0.0 and nc["ncc_accuracy"] == 1.0
+    assert nc["nc2_equinorm"] < 1e-5 and nc["nc2_equiangular_std"] < 1e-5 and nc["nc2_etf"] < 1e-5
+    assert nc["nc3_alignment"] < 1e-5 and nc["nc3_self_duality"] < 1e-5 and nc["nc4_ncc_mismatch"] == 0.0
     # noisy features: NC1 grows like noise^2 / separation^2
     x2, _ = collapsed(frame, (6, 6, 6, 6), noise=0.3, seed=1)
     assert nc_metrics(x2, y)["nc1"] > 1e-2

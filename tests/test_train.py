@@ -72,6 +72,7 @@ def test_overrides():
     (["lr=-1"], "lr must be a positive number"),
     (["final_relu=maybe"], "final_relu must be true or false"),
     (["momentum=1.5"], "momentum must be in"),
+    (["nc_centring=global"], "nc_centring must be balanced"),
     (["batch_size"], "key=value"),
     (["loss_kwargs=3"], "must be a mapping"),
 ])
@@ -159,8 +160,15 @@ def test_imbalanced_run_reports_counts_and_minority_metrics(tmp_path):
     assert info["minority_classes"] == [5, 6, 7, 8, 9] and info["n_train"] == 625
     last = rows[-1]
     for key in ("test_acc_minority", "test_acc_majority", "cos_minority", "cos_majority", "delta_seli",
-                "cos_minority_w", "delta_seli_w", "delta_etf_w"):
+                "cos_minority_w", "delta_seli_w", "nc2_etf_w_centred"):
         assert last[key] is not None, key
+    # the full neural-collapse set, with the centring recorded in run.json
+    from ufm.geometry import NC_METRIC_NAMES
+
+    assert all(last[key] is not None for key in NC_METRIC_NAMES), [k for k in NC_METRIC_NAMES if last.get(k) is None]
+    assert info["config"]["nc_centring"] == "balanced"
+    weighted = train(cfg.replace(nc_centring="weighted"), tmp_path / "weighted")[-1]
+    assert weighted["nc1"] != last["nc1"] and weighted["train_acc"] == last["train_acc"]  # only the metric moves
 
 
 def test_resume_gives_the_same_metrics_as_one_run(tmp_path, ema_loss):
@@ -270,7 +278,7 @@ def test_geometry_metrics_on_exact_frames():
     u, s, vt = np.linalg.svd(z, full_matrices=False)
     w, h = u[:, :3] * np.sqrt(s[:3]), (np.sqrt(s[:3])[:, None] * vt[:3]).T
     g = evaluate_geometry(h, yy, k, weight=w, minority=[2, 3])
-    assert g["delta_seli"] < 1e-9 and g["delta_seli_w"] < 1e-9 and g["delta_etf_w"] > 0.05
+    assert g["delta_seli"] < 1e-9 and g["delta_seli_w"] < 1e-9 and g["nc2_etf_w_centred"] > 0.05
     acc = accuracy_metrics("logits", (h, h @ w.T, None, yy), (h, h @ w.T, None, yy), k, probe=True, minority=[2, 3])
     assert acc["test_acc"] == acc["ncc_acc"] == acc["probe_acc"] == acc["test_acc_minority"] == 1.0
 

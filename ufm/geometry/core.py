@@ -8,8 +8,8 @@ Conventions
 
 References
 ----------
-Papyan, Han, Donoho (2020), "Prevalence of neural collapse ..." (NC1-NC4).
-Kini et al. (2023), "Supervised-contrastive loss learns orthogonal frames ..." (Delta_OF).
+Kini et al. (2023), "Supervised-contrastive loss learns orthogonal frames ..." (Delta_OF, Delta_ETF).
+The neural-collapse metrics (NC1-NC4) are in :mod:`ufm.geometry.neural_collapse`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ __all__ = [
     "delta_of_from_means",
     "delta_etf_from_means",
     "gram_distance",
-    "nc_metrics",
-    "ncc_predict",
 ]
 
 
@@ -190,7 +188,12 @@ def delta_of(features, labels) -> float:
 
 
 def delta_etf(features, labels) -> float:
-    """Delta_ETF: like :func:`delta_of` but on centred means against the simplex ETF Gram."""
+    """Delta_ETF: like :func:`delta_of` but on centred means against the simplex ETF Gram.
+
+    Built, as Delta_OF, on the means of the L2-normalised features, so it is scale-free but NOT invariant
+    to a common shift of the features (normalising after a shift changes the directions): exactly
+    collapsed simplex-ETF features plus a common offset score above zero. The shift-invariant distance of
+    the raw centred means to the ETF is ``nc2_etf`` (:mod:`ufm.geometry.neural_collapse`)."""
     return delta_etf_from_means(_normalised_class_means(features, labels))
 
 
@@ -204,65 +207,3 @@ def gram_distance(gram, reference) -> float:
     if ng == 0 or nr == 0:
         raise ValueError("a zero Gram matrix has no normalised form")
     return float(np.linalg.norm(g / ng - r / nr))
-
-
-# ----------------------------------------------------------------------------- neural collapse
-def ncc_predict(features, means) -> np.ndarray:
-    """Nearest-class-centre prediction (Euclidean)."""
-    x = as_feature_array(features)
-    m = np.asarray(means, dtype=np.float64)
-    d2 = (x**2).sum(1)[:, None] - 2 * x @ m.T + (m**2).sum(1)[None, :]
-    return np.argmin(d2, axis=1)
-
-
-def nc_metrics(features, labels, weight=None, bias=None) -> dict[str, float]:
-    """Neural-collapse metrics of Papyan, Han and Donoho (2020) on raw (unnormalised) features.
-
-    * ``nc1`` = tr(Sigma_W Sigma_B^+) / k, Sigma_W the within-class covariance (averaged over all N
-      samples), Sigma_B the covariance of the class means around the global mean.
-    * ``nc2_equinorm`` = std/mean of ||mu_c - mu_G||; ``nc2_equiangular`` = std of the pairwise cosines
-      of the centred means; ``nc2_maxangle`` = mean |cos + 1/(k-1)|; ``nc2_etf`` = Delta_ETF of the
-      means centred at the global mean.
-    * ``nc3`` (needs ``weight`` (k, d)) = || W/||W||_F - M~/||M~||_F ||_F with M~ the centred means.
-    * ``nc4`` (needs ``weight``) = fraction of samples where argmax(Wh + b) differs from the
-      nearest class centre.
-    * ``ncc_accuracy`` = accuracy of the nearest class centre rule.
-    """
-    x = as_feature_array(features)
-    _, y = _present(labels)
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"labels has length {y.shape[0]} but there are {x.shape[0]} samples")
-    k = int(y.max()) + 1
-    if k < 2:
-        raise ValueError("neural-collapse metrics need at least two classes")
-    means = class_means(x, y)
-    mu_g = x.mean(axis=0)
-    centred = means - mu_g
-    within = x - means[y]
-    sigma_w = within.T @ within / x.shape[0]
-    sigma_b = centred.T @ centred / k
-    out: dict[str, float] = {}
-    out["nc1"] = float(np.trace(sigma_w @ np.linalg.pinv(sigma_b, hermitian=True)) / k)
-    norms = np.linalg.norm(centred, axis=1)
-    out["nc2_equinorm"] = float(norms.std() / norms.mean()) if norms.mean() > 0 else float("nan")
-    unit = centred / np.where(norms[:, None] > 0, norms[:, None], 1.0)
-    cos = unit @ unit.T
-    off = cos[~np.eye(k, dtype=bool)]
-    out["nc2_equiangular"] = float(off.std())
-    out["nc2_maxangle"] = float(np.abs(off + 1.0 / (k - 1)).mean())
-    g = centred @ centred.T
-    ref = (np.eye(k) - np.ones((k, k)) / k) / np.sqrt(k - 1)
-    out["nc2_etf"] = float(np.linalg.norm(g / np.linalg.norm(g) - ref))
-    pred_ncc = ncc_predict(x, means)
-    out["ncc_accuracy"] = float((pred_ncc == y).mean())
-    if weight is not None:
-        w = np.asarray(weight.detach().cpu().double() if hasattr(weight, "detach") else weight, dtype=np.float64)
-        if w.shape != (k, x.shape[1]):
-            raise ValueError(f"weight must have shape (k, d) = {(k, x.shape[1])}, got {w.shape}")
-        out["nc3"] = float(np.linalg.norm(w / np.linalg.norm(w) - centred / np.linalg.norm(centred)))
-        logits = x @ w.T
-        if bias is not None:
-            b = np.asarray(bias.detach().cpu().double() if hasattr(bias, "detach") else bias, dtype=np.float64)
-            logits = logits + b
-        out["nc4"] = float((np.argmax(logits, axis=1) != pred_ncc).mean())
-    return out

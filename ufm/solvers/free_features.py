@@ -75,16 +75,16 @@ def _geometry(model: FreeFeatures, y: np.ndarray, loss: nn.Module | None = None)
         out["delta_etf"] = delta_etf(h, y)
     except ValueError:  # a zero feature row has no direction: report NaN-free absence instead
         pass
-    nc = nc_metrics(h, y, model.classifier.weight, model.classifier.bias)
-    out["nc1"] = nc["nc1"]
-    out["nc3"] = nc.get("nc3", float("nan"))
     with torch.no_grad():
         full = model()
         scores = loss.harness_predict(full, model) if hasattr(loss, "harness_predict") else None
-        if scores is None:  # the loss trains the linear classifier: score with it (NC3 is meaningful)
-            scores = full.logits
-        else:  # the loss predicts by its own rule (e.g. cosine to fixed centroids): the head is unused
-            out["nc3"] = float("nan")
+    head = scores is None  # the loss trains the linear classifier: score with it (NC3 is meaningful)
+    nc = nc_metrics(h, y, model.classifier.weight if head else None, model.classifier.bias if head else None,
+                    num_classes=model.classifier.weight.shape[0])
+    out["nc1"] = nc["nc1"]
+    if head:  # else the loss predicts by its own rule (e.g. cosine to fixed centroids): the head is unused
+        out["nc3_alignment"] = nc["nc3_alignment"]
+        scores = full.logits
     out["train_acc"] = float((scores.argmax(1).cpu().numpy() == y).mean())
     return out
 
@@ -116,7 +116,7 @@ def train_free_features(
     One "epoch" is one pass over the samples (a single step for ``batch_size=None``): the loss's
     ``on_epoch_start`` / ``on_epoch_end`` hooks, when defined, are called per epoch, and what
     ``on_epoch_end`` returns is recorded. History rows: step, epoch, loss, feature_norm, delta_of,
-    delta_etf, nc1, nc3, train_acc (+ hook values + ``extra_metrics``).
+    delta_etf, nc1, nc3_alignment (when the loss trains the head), train_acc (+ hook values + ``extra_metrics``).
     """
     y = as_label_array(labels, num_classes=num_classes)
     n = y.size

@@ -92,7 +92,7 @@ class Study:
         if record is None:
             return
         try:
-            saved = TrainConfig(**record["config"])
+            saved = TrainConfig(**{**TrainConfig().to_dict(), **record["config"]})  # fields it predates: defaults
             same = run_hash(saved) == run_hash(run.config)
         except (TypeError, KeyError):
             saved, same = None, False

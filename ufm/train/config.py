@@ -63,6 +63,7 @@ FIELD_HELP: dict[str, str] = {
     "eval_batch_size": "batch size of the evaluation passes",
     "probe_every": "fit the linear probe (contrastive losses) every this many evaluations (0: last epoch only)",
     "scoring": "auto | logits | ncc: how accuracy is scored (auto: loss scores, else logits if the objective trains the classifier, else nearest class centre)",
+    "nc_centring": "global mean of the neural-collapse metrics: balanced (mean of the class means) | weighted (sample mean); theory/nc-metrics.md",
     "sync_bn": "SyncBatchNorm across ranks under torchrun",
     "progress": "show a progress bar and one line per epoch",
 }
@@ -109,6 +110,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     probe_every: int = 1
     scoring: str = "auto"
+    nc_centring: str = "balanced"
     sync_bn: bool = False
     progress: bool = False
     name: str = ""
@@ -169,6 +171,8 @@ class TrainConfig:
              f"feature_dim must be a positive integer or null, got {self.feature_dim!r}")
         need(is_num(self.val_fraction) and 0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         need(self.scoring in ("auto", "logits", "ncc"), f"scoring must be auto, logits or ncc, got {self.scoring!r}")
+        need(self.nc_centring in ("balanced", "weighted"),
+             f"nc_centring must be balanced (mean of the class means) or weighted (sample mean), got {self.nc_centring!r}")
         need(isinstance(self.device, str) and (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps")),
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         need(self.data_root is None or isinstance(self.data_root, str), f"data_root must be a path or null, got {self.data_root!r}")

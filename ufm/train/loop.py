@@ -233,7 +233,9 @@ def _set_rng_state(st: dict, device: torch.device) -> None:
 
 
 def _config_diff(saved: dict, cfg: TrainConfig) -> list[str]:
-    now = cfg.to_dict()
+    """Fields that differ and change results; a field the saved config predates counts as its default."""
+    now, default = cfg.to_dict(), TrainConfig().to_dict()
+    saved = {**default, **saved}
     return [f"{k}: saved {saved.get(k)!r} vs now {now[k]!r}" for k in now if k not in RESUME_FREE and saved.get(k) != now[k]]
 
 
@@ -447,7 +449,7 @@ def _evaluate(run, cfg, model, loss, device, scoring, epoch, last) -> dict:
     if scoring == "logits" and isinstance(getattr(model, "classifier", None), nn.Linear):
         weight = model.classifier.weight.detach().cpu().double().numpy()
         bias = model.classifier.bias.detach().cpu().double().numpy() if model.classifier.bias is not None else None
-    row.update(evaluate_geometry(tr[0], tr[3], run.spec.num_classes, weight, bias, run.minority))
+    row.update(evaluate_geometry(tr[0], tr[3], run.spec.num_classes, weight, bias, run.minority, cfg.nc_centring))
     if run.val is not None:
         va = extract(model, run.val, device, loss, bs, run.use_amp)
         row["val_acc"] = accuracy_metrics(scoring, tr, va, run.spec.num_classes, False)["test_acc"]

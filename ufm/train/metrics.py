@@ -4,14 +4,21 @@ of the training features.
 Definitions (h_i the features ``out.features`` of the model in eval mode, z_i = h_i / ||h_i||; class
 means are over the TRAINING set as trained, i.e. after imbalance):
 
-* ``delta_of``, ``delta_etf``: :func:`ufm.geometry.delta_of` / ``delta_etf`` of the training features
-  (uncentred / centred means of the normalised features). A feature that is exactly zero (every unit
-  of a ReLU embedding off) has no direction: it counts as the zero vector in its class mean, and
-  ``zero_features`` reports the fraction of such training samples when there are any.
-* ``nc1``: tr(Sigma_W Sigma_B^+)/k of the raw training features (Papyan et al.); ``nc3`` the distance
-  of the classifier to the centred means when the loss trains the classifier.
-* ``ncc_acc``: test accuracy of the nearest class centre rule on the normalised features, centres = the
-  class means of the normalised training features.
+* ``delta_of``, ``delta_etf``: the SCL paper's metrics, :func:`ufm.geometry.delta_of` / ``delta_etf`` of the
+  training features (uncentred / centred means of the normalised features; ``delta_etf`` is scale-free
+  but moves with a common shift of the features, ``nc2_etf`` does not). A feature that is exactly zero
+  (every unit of a ReLU embedding off) has no direction: it counts as the zero vector in its class mean,
+  and ``zero_features`` reports the fraction of such training samples when there are any.
+* The neural-collapse metrics of :mod:`ufm.geometry.neural_collapse` on the raw training features, with
+  the global mean of ``config.nc_centring`` ("balanced" by default; stated in run.json): ``nc1``,
+  ``nc1_colab``, ``nc1_quotient``, ``cdnv``, ``nc2_equinorm``, ``nc2_equiangular_std``, ``nc2_maxangle``,
+  ``nc2_etf``, and when the loss trains the linear classifier (W, b) also ``nc2_*_w``, ``nc2_etf_w_centred``,
+  ``nc3_alignment``, ``nc3_self_duality``, ``nc3_duality_var``, ``nc3_distance_mean``, ``nc4_ncc_mismatch``
+  (training set) and ``bias_residual``. Each name, its definition and the reference it matches:
+  theory/nc-metrics.md.
+* ``ncc_acc``: TEST accuracy of the nearest class centre rule on the normalised features, centres = the
+  class means of the normalised training features (not NC4, which is the training-set disagreement between
+  the classifier and the nearest centre of the raw features: ``nc4_ncc_mismatch``).
 * ``test_acc``, ``train_acc``: accuracy of the loss's scoring rule: ``loss.harness_predict`` scores when
   the loss gives them, else the logits when the objective trains the classifier, else the nearest
   class centre (contrastive losses); ``probe_acc`` (those losses): test accuracy of a multinomial
@@ -20,9 +27,8 @@ means are over the TRAINING set as trained, i.e. after imbalance):
   ``cos_minority`` / ``cos_majority`` (mean pairwise cosine of the centred class means within each
   group), ``delta_seli`` (scale-free distance of the centred class-mean Gram to SELI's G_H for the
   training counts), and for a trained classifier ``cos_minority_w`` / ``cos_majority_w`` and
-  ``delta_seli_w`` on the centred classifier rows (G_W), next to ``delta_etf_w``, their distance to
-  the simplex ETF (the balanced prediction). SELI and minority collapse: see
-  :mod:`ufm.geometry.seli`.
+  ``delta_seli_w`` on the centred classifier rows (G_W), next to ``nc2_etf_w_centred``, their distance to
+  the simplex ETF (the balanced prediction). SELI and minority collapse: see :mod:`ufm.geometry.seli`.
 """
 
 from __future__ import annotations
@@ -125,9 +131,10 @@ def _acc(pred: np.ndarray, y: np.ndarray, classes=None) -> float:
 
 
 def evaluate_geometry(train_f: np.ndarray, train_y: np.ndarray, num_classes: int, weight=None, bias=None,
-                      minority=None) -> dict:
+                      minority=None, nc_centring: str = "balanced") -> dict:
     """Geometry of the training features (module docstring); ``weight``/``bias`` the classifier when
-    trained; ``minority`` the classes made minority by the imbalance (the imbalance metrics need it)."""
+    trained; ``minority`` the classes made minority by the imbalance (the imbalance metrics need it);
+    ``nc_centring`` the global mean of the neural-collapse metrics."""
     counts = np.bincount(train_y, minlength=num_classes)
     if np.any(counts == 0):
         raise ValueError(f"classes {np.flatnonzero(counts == 0).tolist()} have no training sample")
@@ -136,10 +143,7 @@ def evaluate_geometry(train_f: np.ndarray, train_y: np.ndarray, num_classes: int
     out = {"delta_of": delta_of_from_means(zmeans), "delta_etf": delta_etf_from_means(zmeans)}
     if n_zero:
         out["zero_features"] = n_zero / len(train_y)
-    nc = nc_metrics(train_f, train_y, weight=weight, bias=bias)
-    out["nc1"] = nc["nc1"]
-    if "nc3" in nc:
-        out["nc3"] = nc["nc3"]
+    out.update(nc_metrics(train_f, train_y, weight=weight, bias=bias, centring=nc_centring, num_classes=num_classes))
     minority = np.zeros(0, dtype=np.int64) if minority is None else np.asarray(minority, dtype=np.int64)
     if minority.size:
         majority = np.setdiff1d(np.arange(num_classes), minority)
@@ -153,7 +157,6 @@ def evaluate_geometry(train_f: np.ndarray, train_y: np.ndarray, num_classes: int
             out["cos_minority_w"] = mean_pairwise_cosine(gw, minority)
             out["cos_majority_w"] = mean_pairwise_cosine(gw, majority)
             out["delta_seli_w"] = gram_distance(gw, g_w)
-            out["delta_etf_w"] = gram_distance(gw, np.eye(num_classes) - 1.0 / num_classes)
     return out
 
 

@@ -315,3 +315,26 @@ def test_undefined_metrics_are_none_with_a_reason_never_nan():
     assert m["nc1_colab"] is None and "nc1_colab: Sigma_B has fewer than K-1 directions" in m["nc_undefined"]
     assert m["nc1"] is not None and np.isfinite(m["nc1"]) and m["nc4_ncc_mismatch"] is not None
     assert not any(isinstance(v, float) and not np.isfinite(v) for v in m.values())
+
+
+def test_equiangular_std_is_the_papers_std_of_cosines_and_zero_for_any_equiangular_set():
+    """Papyan et al. (2020), equiangularity panel: Std over pairs c != c' of cos(mu~_c, mu~_c') (sample std)."""
+    from ufm.geometry import equiangular_std, max_angle, orthogonal_frame
+
+    h, y, W, b = _make("imbalanced")
+    mc = class_stats(h, y).means - class_stats(h, y).means.mean(0)
+    u = mc / np.linalg.norm(mc, axis=1, keepdims=True)
+    cos = [u[i] @ u[j] for i in range(5) for j in range(i + 1, 5)]
+    assert _close(nc_metrics(h, y)["nc2_equiangular_std"], float(np.std(cos, ddof=1)))
+    frame = orthogonal_frame(4, 6)  # equiangular at 90 degrees: not the simplex ETF
+    assert equiangular_std(frame) == 0.0 and _close(max_angle(frame), 1 / 3)
+
+
+def test_nc2_etf_w_centred_is_the_centred_classifier_gram_and_ignores_a_common_offset():
+    from ufm.geometry import gram_distance, nc2_etf_w, nc2_etf_w_centred
+
+    h, y, W, b = _make("imbalanced")
+    wc = W - W.mean(0)
+    assert _close(nc2_etf_w_centred(W), gram_distance(wc @ wc.T, np.eye(5) - 1 / 5))  # the former delta_etf_w
+    etf = simplex_etf(5, 8, seed=0) + 0.7  # a simplex ETF with every row shifted
+    assert nc2_etf_w_centred(etf) < 1e-12 and nc2_etf_w(etf) > 0.5  # tding1's uncentred metric sees the shift

@@ -235,12 +235,14 @@ def test_a_failing_run_is_reported_and_the_others_finish(tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- results and statistics
 def test_collect_summarise_and_compare(tiny, tmp_path):
-    spec = StudySpec(tiny, "ci", grid={"loss_kwargs.delta_d": [1.0, 1.5], "lr": [0.05, 0.1]}, seeds=3)
+    # milestones: the per-epoch lr differs from the swept lr, and must not overwrite it
+    spec = StudySpec(tiny, "ci", ["milestones=[2]"], {"loss_kwargs.delta_d": [1.0, 1.5], "lr": [0.05, 0.1]}, seeds=3)
     study = run_study(spec, tmp_path / "s", jobs=2, threads=1, progress=False)
     df = collect(study)
     assert len(df) == 12 * 3 and (tmp_path / "s" / "results.csv").exists()
     assert list(df.columns[:6]) == ["run_id", "loss_kwargs.delta_d", "lr", "seed", "status", "epoch"]
     assert df.attrs["missing"] == [] and set(df["seed"]) == {0, 1, 2}
+    assert set(df["lr"]) == {0.05, 0.1} and df["metric_lr"].min() == pytest.approx(0.005)  # lr x0.1 from epoch 3
     summary = summarise(df, ["test_acc"])
     assert [e["params"] for e in summary] == [p for p in spec.points()]
     fin = final_rows(df)

@@ -6,6 +6,7 @@ import torch
 from pytorch_metric_learning.losses import SupConLoss as PMLSupConLoss
 
 from ufm.losses import SupConLoss, get_loss
+from ufm.losses.supcon import supcon_per_anchor
 from ufm.solvers.objective import of_objective, scl_gram_objective
 
 
@@ -119,7 +120,6 @@ def test_registry_and_views():
         (torch.randn(5, 3), torch.zeros(5), "integer"),
         (torch.randn(5, 3), torch.tensor([0, 1, -1, 0, 1]), "non-negative"),
         (torch.full((5, 3), float("nan")), torch.zeros(5, dtype=torch.long), "NaN"),
-        (torch.zeros(5, 3), torch.zeros(5, dtype=torch.long), "zero norm"),
         (torch.randint(0, 3, (5, 3)), torch.zeros(5, dtype=torch.long), "floating"),
     ],
 )
@@ -131,3 +131,32 @@ def test_bad_input_is_a_clear_error(emb, labels, match):
 def test_bad_temperature():
     with pytest.raises(ValueError, match="temperature"):
         SupConLoss(0.0)
+
+
+def test_a_zero_embedding_is_the_zero_vector_with_no_gradient():
+    """A sample whose final-ReLU features are all off: cosine 0 with everything, l_i = log(m - 1), finite
+    gradients, none through its own normalisation; counted in the epoch statistics."""
+    torch.manual_seed(0)
+    z = torch.randn(6, 4).abs()
+    z[2] = 0.0
+    z.requires_grad_(True)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    loss = SupConLoss(0.5)
+    loss.on_epoch_start(0)
+    value = loss(z, y)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(z.grad).all() and torch.all(z.grad[2] == 0)
+    terms, ok = supcon_per_anchor(z.detach(), y, 0.5)
+    assert torch.isclose(terms[2], torch.log(torch.tensor(5.0)))  # log(m - 1): all five cosines are 0
+    u = torch.nn.functional.normalize(z.detach(), dim=1)
+    u[2] = 0.0  # the reference: the same formula with the zero vector in place
+    sim = u @ u.T / 0.5
+    i = 3  # an anchor whose only positive is the zero sample
+    lse = torch.logsumexp(torch.cat([sim[i, :i], sim[i, i + 1:]]), 0)
+    assert torch.isclose(terms[i], lse - sim[i, 2], atol=1e-6)
+    assert loss.on_epoch_end(0, {})["zero_embeddings"] == pytest.approx(1 / 6)
+    # an all-zero batch: a finite constant, no gradient
+    zz = torch.zeros(4, 3, requires_grad=True)
+    out = SupConLoss(0.1)(zz, torch.tensor([0, 0, 1, 1]))
+    out.backward()
+    assert torch.isclose(out, torch.log(torch.tensor(3.0))) and torch.all(zz.grad == 0)

@@ -8,6 +8,13 @@ P_i = {j in B : j != i, y_j = y_i}:
 
 and the batch loss is the mean of l_i over the anchors with |P_i| >= 1 (anchors without a positive
 contribute nothing; a batch with no such anchor has loss 0, never NaN).
+
+Convention for a zero embedding (a sample whose final-ReLU features are all off): it has no direction,
+so it enters as the zero vector, as in the POD loss: cosine 0 with every other sample (a term exp(0) in
+the others' denominators, 0 in their positive sums), its own l_i is the constant log(m - 1), and no
+gradient flows through its normalisation (where a normalised ``h / ||h||`` would divide by zero). Such
+samples are counted: ``zero_embeddings``, the fraction of the epoch's training embeddings that were zero,
+joins the metrics (the harness's ``zero_features`` counts them at evaluation).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import torch.nn.functional as F
 from ufm._checks import check_label_tensor
 from ufm.losses.base import HarnessLoss, register_loss
 
-__all__ = ["SupConLoss", "supcon_per_anchor"]
+__all__ = ["SupConLoss", "supcon_per_anchor", "unit_or_zero"]
 
 
 def _flatten_views(embeddings: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,6 +48,13 @@ def _flatten_views(embeddings: torch.Tensor, labels) -> tuple[torch.Tensor, torc
     return embeddings, labels
 
 
+def unit_or_zero(z: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit norm; a zero row stays zero and passes no gradient (module docstring)."""
+    norms = z.norm(dim=1, keepdim=True)
+    nonzero = norms > 0
+    return torch.where(nonzero, z / torch.where(nonzero, norms, torch.ones_like(norms)), torch.zeros_like(z))
+
+
 def supcon_per_anchor(
     embeddings: torch.Tensor, labels, temperature: float = 0.1, chunk_size: int = 4096
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,10 +64,7 @@ def supcon_per_anchor(
     beyond what half precision resolves), one masked row block of the similarity matrix at a time.
     """
     z, y = _flatten_views(embeddings, labels)
-    norms = z.detach().float().norm(dim=1)
-    if bool((norms == 0).any()):
-        raise ValueError("an embedding has zero norm: it cannot be normalised")
-    z = F.normalize(z.float(), dim=1)
+    z = unit_or_zero(z.float())
     m = z.shape[0]
     inv_t = 1.0 / float(temperature)
     # positives through class sums: sum_{j in P_i} z_i.z_j = z_i.(S_{y_i} - z_i), so no B x B mask;
@@ -105,6 +116,9 @@ class SupConLoss(HarnessLoss):
 
     def forward(self, embeddings: torch.Tensor, labels) -> torch.Tensor:
         terms, valid = supcon_per_anchor(embeddings, labels, self.temperature, self.chunk_size)
+        if self.training:
+            flat = embeddings.detach().reshape(-1, embeddings.shape[-1])
+            self.record_epoch_stats(weight=flat.shape[0], zero_embeddings=(flat.abs().sum(1) == 0).double().mean())
         count = valid.sum()
         loss = terms.sum() / count.clamp(min=1).to(terms.dtype)  # invalid rows are exactly 0
         if self.base_temperature is not None:

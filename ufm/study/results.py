@@ -1,7 +1,8 @@
 """A study's results as tables: every epoch of every run, the final epochs, and their statistics.
 
 * :func:`collect` -> one row per run and epoch (columns: ``run_id``, each swept key as in the grid,
-  ``seed``, ``status``, then every metric of ``metrics.jsonl``), also written to ``results.csv``.
+  ``seed``, ``status``, then every metric of ``metrics.jsonl``; a metric named like a swept key, e.g. the
+  per-epoch ``lr`` of a study that sweeps ``lr``, becomes ``metric_lr``), also written to ``results.csv``.
   Works on a half-finished study: the runs not started are listed in ``df.attrs["missing"]``, the
   interrupted ones in ``df.attrs["partial"]``, and a warning says so.
 * :func:`final_rows` -> the last epoch of every complete run.
@@ -70,7 +71,9 @@ def collect(study, write: bool = True) -> pd.DataFrame:
             partial.append(run.run_id)
         head = {"run_id": run.run_id, **{k: _value(v) for k, v in run.params.items()}, "seed": run.seed,
                 "status": state.status}
-        rows += [{**head, **m} for m in read_metrics(folder)]
+        reserved = set(head) - {"epoch"}
+        rows += [{**head, **{(f"metric_{k}" if k in reserved else k): v for k, v in m.items()}}
+                 for m in read_metrics(folder)]
     keys = study.spec.keys
     df = pd.DataFrame(rows, columns=_columns(rows, keys))
     df.attrs.update(keys=keys, missing=missing, partial=partial, failed=failed,

@@ -383,3 +383,13 @@ def test_ray_backend_gives_the_local_metrics(tiny, tmp_path):
     assert (tmp_path / "ray" / "results.csv").exists() is False  # written by collect, not by running
     df = collect(on_ray)
     assert (tmp_path / "ray" / "results.csv").exists() and len(df) == 4 * 3
+
+
+def test_an_unguarded_script_gets_a_clear_error(tiny, tmp_path):
+    """Worker processes import the main script first: a study started at its top level says what to do."""
+    script = tmp_path / "unguarded.py"
+    script.write_text("from ufm.study import StudySpec, run_study\n"
+                      f"run_study(StudySpec({tiny!r}, 'ci', [], {{'lr': [0.05, 0.1]}}, seeds=1), {str(tmp_path / 'out')!r}, "
+                      "jobs=2, threads=1, progress=False)\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "if __name__ == '__main__':" in res.stderr.splitlines()[-1]

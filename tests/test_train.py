@@ -38,7 +38,7 @@ def _strip(rows):
 # ----------------------------------------------------------------------------- configs
 def test_profiles_of_the_project_configs():
     ci = load_config("supcon", "ci")
-    assert ci.loss == "supcon" and ci.loss_kwargs == {"temperature": 0.1} and ci.dataset == "animal_mnist"
+    assert ci.loss == "supcon" and ci.loss_kwargs == {"temperature": 0.15} and ci.dataset == "animal_mnist"
     paper = load_config("supcon", "paper")
     # the SCL paper's protocol
     assert (paper.dataset, paper.model, paper.epochs, paper.batch_size) == ("cifar10", "resnet18_cifar", 350, 128)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ufm.study.executors import BACKENDS, LocalExecutor, RayExecutor, available_cores, make_executor
 from ufm.study.report import format_comparison, format_interval, format_summary
+from ufm.study.curves import pair_by_seed, run_curves, tail_slope, terminal_phase_start, window_mean
 from ufm.study.results import (
     DEFAULT_METRICS,
     RESULTS_FILE,
@@ -34,5 +35,5 @@ __all__ = [
     "metric_columns", "parse_grid", "parse_grid_values", "format_summary", "format_comparison",
     "format_interval", "LocalExecutor", "RayExecutor", "make_executor", "available_cores", "execute_run",
     "RunTask", "RunOutcome", "IncompleteStudyWarning", "BACKENDS", "STUDY_FILE", "RESULTS_FILE",
-    "DEFAULT_METRICS",
+    "DEFAULT_METRICS", "terminal_phase_start", "tail_slope", "window_mean", "run_curves", "pair_by_seed",
 ]

@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator
 
 from ufm.device import limited_threads
@@ -79,7 +80,10 @@ class LocalExecutor:
         def refill():  # submit only what can start now, so that "running" is honest
             while queue and len(running) < self.jobs:
                 task = queue.pop(0)
-                running[pool.submit(execute_run, task)] = task
+                try:
+                    running[pool.submit(execute_run, task)] = task
+                except BrokenProcessPool:
+                    raise RuntimeError(_BROKEN_POOL) from None
                 if on_start:
                     on_start(task)
 
@@ -96,6 +100,11 @@ class LocalExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+_BROKEN_POOL = ("a worker process of the study died (see its message above); a script that runs a study with "
+                "jobs > 1 must do so under `if __name__ == '__main__':`, because every worker imports the main "
+                "script first (Python's multiprocessing), or the machine ran out of memory")
+
+
 def _worker_context():
     """How worker processes start. Where the OS has it, a fork server that has imported the training code
     once (about 4 s of imports: torch, torchvision, ufm) forks every worker, so a worker starts in a fraction
@@ -108,11 +117,12 @@ def _worker_context():
 
 
 def _outcome_of(fut, task: RunTask) -> RunOutcome:
-    """The worker's outcome, or a failed one when the worker process itself died."""
+    """The worker's outcome (a failed run is an outcome); a worker process that died breaks the pool: an
+    error that says what usually causes it (the runs done so far are kept; the study resumes)."""
     try:
         return fut.result()
-    except Exception as err:  # noqa: BLE001 - e.g. BrokenProcessPool after an out-of-memory kill
-        return RunOutcome(task.run_id, "failed", 0.0, 0, f"the worker died: {type(err).__name__}: {err}")
+    except BrokenProcessPool:
+        raise RuntimeError(_BROKEN_POOL) from None
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

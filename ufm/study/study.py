@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import sys
 from pathlib import Path
 
 import ufm
@@ -120,6 +121,9 @@ class Study:
             num_gpus: GPUs per run (ray).
             progress: show done / running / left with elapsed and estimated time on stderr.
         """
+        if "__mp_main__" in sys.modules and sys.modules["__mp_main__"] is not sys.modules.get("__main__"):
+            raise RuntimeError("a study was started while a worker process imported the main script: put the call "
+                               "under `if __name__ == '__main__':` (worker processes import the main script first)")
         executor = make_executor(backend, jobs=jobs, threads=threads, address=address, num_gpus=num_gpus)
         self.prepare()
         todo = self.pending()

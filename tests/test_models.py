@@ -103,3 +103,20 @@ def test_seeded_build_is_reproducible_and_leaves_global_rng():
     c = build_model("small_resnet", 10, in_channels=1, input_shape=(1, 8, 8), seed=6)
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     assert not torch.equal(a.classifier.weight, c.classifier.weight)
+
+
+def test_densenet40_is_the_papers_network():
+    """DenseNet-40, k = 12 (Huang et al. 2017, Table 2: 1.0M parameters on CIFAR-10): 16 + 3 x 12 x 12 = 448
+    channels at the end, a non-negative embedding with the final ReLU, the same weights without it."""
+    on = build_model("densenet40_cifar", 10, seed=0).eval()
+    off = build_model("densenet40_cifar", 10, final_relu=False, seed=0).eval()
+    assert on.embed_dim == 448 and 1.00e6 < sum(p.numel() for p in on.parameters()) < 1.03e6
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in on.modules()) + 1 == 40  # stem + 36 dense + 2 transitions, + fc
+    x = torch.randn(4, 3, 32, 32)
+    a, b = on(x), off(x)
+    assert a.features.shape == (4, 448) and bool((a.features >= 0).all()) and bool((b.features < 0).any())
+    assert a.activations["block3"].shape == (4, 448, 8, 8)
+    assert on.state_dict().keys() == off.state_dict().keys()
+    assert all(torch.equal(v, off.state_dict()[k]) for k, v in on.state_dict().items())
+    with pytest.raises(ValueError, match="depth - 4 divisible by 3"):
+        build_model("densenet40_cifar", 10, depth=41)

@@ -156,38 +156,36 @@ def rhubarbwu_reference(h, y, W) -> dict:
 
 
 # ----------------------------------------------------------------------------- the project against each
-@pytest.mark.parametrize("name", SETS)
-def test_metrics_equal_the_colab_code(name):
-    h, y, W, b = _make(name)
-    ours, ref = nc_metrics(h, y, W, b, centring="balanced"), colab_reference(h, y, W, b)
-    pairs = {"nc1_colab": "Sw_invSb", "nc2_equinorm": "norm_M_CoV", "nc2_equinorm_w": "norm_W_CoV",
-             "nc2_maxangle": "cos_M", "nc2_maxangle_w": "cos_W", "nc3_alignment": "W_M_dist",
-             "nc4_ncc_mismatch": "NCC_mismatch"}
-    for project, reference in pairs.items():
-        assert _close(ours[project], ref[reference]), (name, project, ours[project], ref[reference])
+# project name -> the reference's name, and the centring the reference uses
+MATCHES = {
+    "colab": ("balanced", {"nc1_colab": "Sw_invSb", "nc2_equinorm": "norm_M_CoV", "nc2_equinorm_w": "norm_W_CoV",
+                           "nc2_maxangle": "cos_M", "nc2_maxangle_w": "cos_W", "nc3_alignment": "W_M_dist",
+                           "nc4_ncc_mismatch": "NCC_mismatch"}),
+    "tding1": ("weighted", {"nc1": "collapse_metric", "nc3_self_duality": "WH_relation_metric", "nc2_etf_w": "ETF_metric",
+                            "bias_residual": "residual"}),
+    "rhubarbwu": ("balanced", {"nc1": "nc1_pinv", "nc1_quotient": "nc1_quot", "cdnv": "nc1_cdnv", "nc2_etf": "nc2_etf_err",
+                               "nc3_self_duality": "nc3_dual_err", "nc3_duality_var": "nc3u_uni_dual"}),
+}
+REFERENCES = {"colab": colab_reference, "tding1": tding1_reference,
+              "rhubarbwu": lambda h, y, W, b: rhubarbwu_reference(h, y, W)}
 
 
 @pytest.mark.parametrize("name", SETS)
-def test_metrics_equal_tding1(name):
+@pytest.mark.parametrize("reference", list(MATCHES))
+def test_metrics_equal_the_reference_they_name(name, reference):
     h, y, W, b = _make(name)
-    ours, ref = nc_metrics(h, y, W, b, centring="weighted"), tding1_reference(h, y, W, b)
-    pairs = {"nc1": "collapse_metric", "nc3_self_duality": "WH_relation_metric", "nc2_etf_w": "ETF_metric",
-             "bias_residual": "residual"}
-    for project, reference in pairs.items():
-        assert _close(ours[project], ref[reference]), (name, project, ours[project], ref[reference])
+    centring, pairs = MATCHES[reference]
+    ours, ref = nc_metrics(h, y, W, b, centring=centring), REFERENCES[reference](h, y, W, b)
+    for project, theirs in pairs.items():
+        assert _close(ours[project], ref[theirs]), (name, project, ours[project], ref[theirs])
 
 
 @pytest.mark.parametrize("name", SETS)
-def test_metrics_equal_rhubarbwu(name):
+def test_per_class_distances_and_the_agreement_equal_rhubarbwu(name):
     h, y, W, b = _make(name)
-    ours, ref = nc_metrics(h, y, W, b, centring="balanced"), rhubarbwu_reference(h, y, W)
-    pairs = {"nc1": "nc1_pinv", "nc1_quotient": "nc1_quot", "cdnv": "nc1_cdnv", "nc2_etf": "nc2_etf_err",
-             "nc3_self_duality": "nc3_dual_err", "nc3_duality_var": "nc3u_uni_dual"}
-    for project, reference in pairs.items():
-        assert _close(ours[project], ref[reference]), (name, project, ours[project], ref[reference])
-    stats = class_stats(h, y)
+    ref, stats = rhubarbwu_reference(h, y, W), class_stats(h, y)
     assert np.allclose(nc3_distance_norms(W, stats), ref["distance_norms"], atol=TOL, rtol=0)
-    assert _close(ours["nc3_distance_mean"], float(ref["distance_norms"].mean()))
+    assert _close(nc_metrics(h, y, W, b)["nc3_distance_mean"], float(ref["distance_norms"].mean()))
     assert _close(1 - nc4_ncc_mismatch(h, stats.means, W, bias=None), ref["nc4_agree"])
 
 

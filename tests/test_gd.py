@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from ufm.batching import bind, binding_examples, random_batches, uniqueness_conditions
+from ufm.batching import bind, binding_examples, epoch_seed, random_batches, uniqueness_conditions
 from ufm.geometry import delta_etf, delta_of, normalize_rows
 from ufm.losses import SupConLoss
-from ufm.solvers.gd import GDDivergedError, scl_feature_objective, solve_gd, steps_to_of
+from ufm.solvers import gd
+from ufm.solvers.gd import GDDivergedError, StopRule, scl_feature_objective, solve_gd, steps_to_of
 from ufm.solvers.objective import of_objective, scl_gram_objective
 
 CPU = "cpu"
@@ -197,6 +198,54 @@ def test_stochastic_batches_and_steps_to_of():
     s2 = steps_to_of(y, 6, binding=True, max_steps=3000, **kw)
     assert s1 is not None and s1 == s2 and s1 % 10 == 0
     assert steps_to_of(y, 6, binding=False, max_steps=5, **kw) is None
+
+
+@pytest.mark.parametrize("binding,drop_last", [(True, False), (False, False), (True, True)])
+def test_steps_to_of_epochs(monkeypatch, binding, drop_last):
+    # epoch e: random batches seeded epoch_seed(seed, e), plus binding_examples(labels, seed) when bound
+    y = step_labels([9, 5, 3])
+    seen = {}
+    monkeypatch.setattr(gd, "solve_gd", lambda y_, dim, **kw: seen.update(kw) or gd.GDResult(np.zeros(0), 0.0))
+    steps_to_of(y, 4, batch_size=4, binding=binding, seed=7, drop_last=drop_last, device=CPU)
+    bnd = binding_examples(y, 7)
+    for e in range(4):
+        expect = random_batches(y, 4, epoch_seed(7, e), drop_last)
+        expect = bind(expect, bnd, y.size) if binding else expect
+        got = seen["batches"](e)
+        assert len(got) == len(expect) and all(np.array_equal(a, b) for a, b in zip(got, expect))
+
+
+# ----------------------------------------------------------------------------- the stop rule
+def test_stop_rule_order_and_tolerance():
+    rule = StopRule(steps=10, tol=1e-3, stop_at_target=True, record_every=4)
+    # callback, then stall, then tolerance, then target, then the budget
+    assert rule.reason(3, True, True, 2, True) == "callback"
+    assert rule.reason(3, True, True, 2) == "stalled"
+    assert rule.reason(10, True, False, 2) == "tol"
+    assert rule.reason(10, True) == "target" and rule.reason(0, True) == "target"
+    assert rule.reason(10, False) == "steps" and rule.reason(9, False) is None
+    assert StopRule(steps=10).reason(5, True) is None  # a target reached stops only with stop_at_target
+    # a decrease of at most tol * max(1, |f|) is small; two in a row stop the run
+    assert rule.small_moves(0, None, 5.0) == 0
+    assert rule.small_moves(0, 5.0, 5.0 - 4e-3) == 1 and rule.small_moves(1, 5.0, 5.0 - 6e-3) == 0
+    assert StopRule(steps=10, tol=0.0).small_moves(1, 5.0, 5.0) == 0
+    assert [s for s in range(1, 11) if rule.must_record(s, False, 0)] == [4, 8, 10]
+    assert rule.must_record(3, True, 0) and rule.must_record(3, False, 2)
+
+
+def test_stop_reasons_end_the_history():
+    y = step_labels([6, 4, 3])
+    res = solve_gd(y, 4, steps=50, seed=0, device=CPU, record_every=2, callback=lambda s, h, loss: s >= 7)
+    assert (res.stop_reason, res.steps, res.history["step"][-1]) == ("callback", 8, 8)
+    res = solve_gd(y, 4, steps=500, seed=0, device=CPU, tol=1e-6, record_every=1000)
+    assert res.stop_reason == "tol" and res.history["step"] == [0, res.steps] and res.steps < 500
+    res = solve_gd(y, 4, optimizer="adam", steps=30, seed=0, device=CPU, record_every=7)
+    assert (res.stop_reason, res.history["step"]) == ("steps", [0, 7, 14, 21, 28, 30])
+    res = solve_gd(y, 4, steps=3000, seed=0, device=CPU, dtype=torch.float32, tol=0.0, record_every=1000)
+    assert res.stop_reason == "stalled" and res.history["step"] == [0, res.steps] and res.steps < 3000
+    of = np.eye(4)[y]  # the start is the OF: the run stops before its first step
+    res = solve_gd(y, 4, steps=5, device=CPU, init=of, target_delta_of=1e-3, stop_at_target=True)
+    assert (res.stop_reason, res.steps, res.steps_to_target, res.evaluations) == ("target", 0, 0, 0)
 
 
 # ----------------------------------------------------------------------------- reproducibility and errors

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ufm._checks import as_label_array
-from ufm.batching import binding_examples, bind, epoch_seed, random_batches
+from ufm.batching import epoch_batcher
 from ufm.device import default_device
 from ufm.geometry import delta_etf, delta_of
 from ufm.solvers.objective import normalize_batching
@@ -305,9 +305,109 @@ class GDResult:
     delta_etf: float = float("nan")
 
 
+# ----------------------------------------------------------------------------- checking the arguments
+def _check_problem(labels, dim, relu: bool, temperature) -> tuple[np.ndarray, int, float]:
+    """Check the problem of :func:`solve_gd`: labels, feature dimension, temperature.
+
+    Returns:
+        ``y`` (n,) the labels, ``k`` the number of classes, ``1 / tau``.
+
+    Raises:
+        ValueError: fewer than 2 samples, ``dim`` not a positive integer (or ``< k`` with ReLU),
+        a bad temperature.
+    """
+    y = as_label_array(labels)
+    n = y.size
+    if n < 2:
+        raise ValueError(f"need at least 2 samples, got {n}")
+    k = np.unique(y).size
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if relu and dim < k:
+        raise ValueError(f"dim={dim} < k={k} classes: with ReLU the minimiser is an orthogonal frame, "
+                         f"which needs d >= k non-negative orthogonal directions")
+    return y, k, 1.0 / _check_temperature(temperature)
+
+
+def _check_nonneg(nonneg: str | None, relu: bool, optimizer: str) -> str:
+    """The parametrisation of ``H >= 0``: the given one, or the optimizer's default (module docstring).
+
+    Raises:
+        ValueError: an unknown one, or one other than ``"square"`` with L-BFGS and ReLU.
+    """
+    if nonneg is None:
+        nonneg = "square" if optimizer == "lbfgs" else "relu"
+    if nonneg not in _NONNEG:
+        raise ValueError(f"unknown nonneg {nonneg!r}: use one of {_NONNEG}")
+    if relu and nonneg != "square" and optimizer == "lbfgs":
+        raise ValueError(f"nonneg={nonneg!r} is not supported with L-BFGS (a projection breaks its line search, "
+                         "and long line-search steps kill ReLU units): use nonneg='square', or adam/sgd")
+    return nonneg
+
+
+@dataclass(frozen=True)
+class _Method:
+    """The checked optimisation settings of :func:`solve_gd`, defaults filled in.
+
+    ``batches``: ``None`` (full batch), a list of index arrays, or a callable ``epoch -> batches``.
+    """
+
+    optimizer: str
+    nonneg: str
+    lr: float
+    batches: object
+    tol: float
+
+    @property
+    def stochastic(self) -> bool:
+        return callable(self.batches)
+
+
+def _check_method(optimizer, nonneg, relu: bool, steps, record_every, dtype, lr, batches, tol) -> _Method:
+    """Check the optimisation arguments of :func:`solve_gd` (in the order its errors are documented).
+
+    Returns:
+        the settings, with the default parametrisation, ``lr`` and ``tol`` of the optimizer and
+        ``batches="full"`` read as ``None``.
+
+    Raises:
+        ValueError: the first bad argument.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}: use one of {_OPTIMIZERS}")
+    nonneg = _check_nonneg(nonneg, relu, optimizer)
+    if record_every < 1:
+        raise ValueError(f"record_every must be >= 1, got {record_every}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    lr = _DEFAULT_LR[optimizer] if lr is None else lr
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if callable(batches) and optimizer == "lbfgs":
+        raise ValueError("L-BFGS needs a fixed objective: pass a fixed batching, or use adam/sgd with a callable")
+    if isinstance(batches, str):
+        if batches != "full":
+            raise ValueError(f"batches must be None, 'full', a list of index arrays or a callable, got {batches!r}")
+        batches = None
+    if tol is None:
+        tol = 1e-13 if optimizer == "lbfgs" else 0.0
+    return _Method(optimizer, nonneg, lr, batches, tol)
+
+
+# ----------------------------------------------------------------------------- the optimiser
 def _init(n: int, dim: int, relu: bool, nonneg: str, seed: int, dtype, device, init=None) -> torch.Tensor:
-    """The free parameter ``W``: seeded ``N(0, 1)`` (``|N(0, 1)|`` for relu/project), or the one
-    that maps to the given starting features ``init`` (``W = sqrt(H)`` for ``square``)."""
+    """The free parameter ``W`` (n x d), a leaf that requires grad.
+
+    Args:
+        init: ``None`` for a seeded ``N(0, 1)`` start (``|N(0, 1)|`` for relu/project, drawn in
+            float64 on the CPU whatever the dtype and device, so that runs are comparable), or
+            starting features ``H`` (n x d), mapped back to ``W`` (``W = sqrt(H)`` for ``square``).
+
+    Raises:
+        ValueError: ``init`` of the wrong shape, non-finite, negative with ReLU or with a zero row.
+    """
     if init is None:
         gen = torch.Generator().manual_seed(seed)
         w = torch.randn(n, dim, generator=gen, dtype=torch.float64)
@@ -328,12 +428,124 @@ def _init(n: int, dim: int, relu: bool, nonneg: str, seed: int, dtype, device, i
     return w.to(dtype=dtype, device=device).requires_grad_(True)
 
 
-def _features(w: torch.Tensor, relu: bool, nonneg: str) -> torch.Tensor:
-    if not relu or nonneg == "project":
-        return w
-    if nonneg == "relu":
-        return torch.relu(w)
-    return w * w
+@dataclass(frozen=True)
+class _Parametrisation:
+    """The map ``W -> H`` from the free parameter to the features (module docstring)."""
+
+    relu: bool
+    nonneg: str
+
+    def features(self, w: torch.Tensor) -> torch.Tensor:
+        """``H`` (n x d): ``W``, ``relu(W)`` or ``W * W``."""
+        if not self.relu or self.nonneg == "project":
+            return w
+        if self.nonneg == "relu":
+            return torch.relu(w)
+        return w * w
+
+    def project_(self, w: torch.Tensor) -> None:
+        """After a step, ``W <- max(W, 0)`` in place for projected gradient; nothing otherwise."""
+        if self.relu and self.nonneg == "project":
+            with torch.no_grad():
+                w.clamp_(min=0.0)
+
+
+def _torch_optimizer(w: torch.Tensor, optimizer: str, lr: float, history_size: int) -> torch.optim.Optimizer:
+    """The torch optimiser of ``W``.
+
+    L-BFGS takes one iteration per ``step()`` (strong Wolfe line search, at most 26 evaluations) and
+    has its own tolerances switched off: when to stop is the :class:`StopRule`'s decision.
+    """
+    if optimizer == "lbfgs":
+        return torch.optim.LBFGS([w], lr=lr, max_iter=1, max_eval=26, history_size=history_size,
+                                 tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
+    if optimizer == "adam":
+        return torch.optim.Adam([w], lr=lr)
+    return torch.optim.SGD([w], lr=lr)
+
+
+class _FeatureOptimizer:
+    """Takes the steps on the free parameter ``W`` (n x d) of the features ``H = param(W)``.
+
+    It counts the evaluations of ``f`` and, for L-BFGS, remembers the last three (point, loss,
+    gradient): the line search ends at a point it has evaluated, and the loss reported for the step
+    is read back from there instead of being computed again.
+    """
+
+    def __init__(self, w: torch.Tensor, param: _Parametrisation, inv_t: float, optimizer: str, lr: float,
+                 history_size: int):
+        self.w = w
+        self.param = param
+        self.inv_t = inv_t
+        self.lbfgs = optimizer == "lbfgs"
+        self.opt = _torch_optimizer(w, optimizer, lr, history_size)
+        self.evaluations = 0
+        self.step_index = 0  # the step being taken, named by the errors
+        self._memo: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def features(self) -> torch.Tensor:
+        """The current ``H`` (n x d), detached."""
+        with torch.no_grad():
+            return self.param.features(self.w).detach()
+
+    def evaluate(self, plan: _Plan) -> torch.Tensor:
+        """``f`` of ``plan`` at the current ``W``, its gradient left in ``W.grad``.
+
+        Returns:
+            the loss, a detached 0-d tensor.
+
+        Raises:
+            GDDivergedError: non-finite features, loss or gradient, or a zero feature row.
+        """
+        for wc, loss_c, grad_c in self._memo:  # L-BFGS re-evaluates the accepted point of its line search
+            if torch.equal(wc, self.w.detach()):
+                self.w.grad = grad_c.clone()
+                return loss_c
+        self.opt.zero_grad(set_to_none=True)
+        self.evaluations += 1
+        if plan.empty:  # a mini-batch without an anchor: loss 0, gradient 0
+            self.w.grad = torch.zeros_like(self.w)
+            return torch.zeros((), dtype=self.w.dtype, device=self.w.device)
+        loss = self._backward(plan)
+        if self.lbfgs:
+            self._memo.append((self.w.detach().clone(), loss.detach(), self.w.grad.clone()))
+            del self._memo[:-3]
+        return loss.detach()
+
+    def _backward(self, plan: _Plan) -> torch.Tensor:
+        """``f`` of ``plan`` (attached, 0-d) after ``backward()`` into ``W.grad``; checked finite."""
+        step = self.step_index
+        try:
+            z = _normalise(self.param.features(self.w))  # (n, d), unit rows
+        except GDDivergedError as e:
+            raise GDDivergedError(f"at step {step}: {e}") from None
+        loss = plan(z, self.inv_t)
+        if not bool(torch.isfinite(loss)):
+            raise GDDivergedError(f"the objective became non-finite ({float(loss)}) at step {step}")
+        loss.backward()
+        if not bool(torch.isfinite(self.w.grad).all()):
+            raise GDDivergedError(f"the gradient became non-finite at step {step}")
+        return loss
+
+    def step(self, step: int, plan: _Plan) -> tuple[float, bool]:
+        """Take step number ``step`` on the objective of ``plan``.
+
+        Returns:
+            the loss the step saw (L-BFGS: at the point it accepted; Adam/SGD: before the step),
+            and whether L-BFGS stalled (its line search could not move ``W``).
+        """
+        self.step_index = step
+        stalled = False
+        if self.lbfgs:
+            before = self.w.detach().clone()
+            self.opt.step(lambda: self.evaluate(plan))
+            loss = self.evaluate(plan)  # at the accepted point (from the memo)
+            stalled = torch.equal(before, self.w.detach())
+        else:
+            loss = self.evaluate(plan)  # at the point before the step
+            self.opt.step()
+        self.param.project_(self.w)
+        return float(loss), stalled
 
 
 def _stochastic_batches(batches, y):
@@ -344,6 +556,145 @@ def _stochastic_batches(batches, y):
         for b in bl:
             yield b
         epoch += 1
+
+
+def _plan_source(y: np.ndarray, batches, device, dense_max: int, block_entries: int) -> Callable[[], _Plan]:
+    """The objective of each step, as a function called once per step.
+
+    Args:
+        batches: ``None`` or a list of index arrays (a fixed batching: the same plan every step), or
+            a callable ``epoch -> batches`` (a new one-batch plan per step, epoch after epoch).
+
+    Raises:
+        ValueError: a fixed batching in which no batch has an anchor (``f = 0`` identically).
+    """
+    if callable(batches):
+        stream = _stochastic_batches(batches, y)
+        return lambda: _Plan(y, [next(stream)], device, dense_max, block_entries)
+    plan = _Plan(y, normalize_batching(y.size, batches), device, dense_max, block_entries)
+    if plan.empty:
+        raise ValueError("no batch holds two samples of one class: the objective is identically 0")
+    return lambda: plan
+
+
+# ----------------------------------------------------------------------------- when to stop
+@dataclass(frozen=True)
+class StopRule:
+    """When a run of :func:`solve_gd` ends, and why.
+
+    Attributes:
+        steps: the budget of steps (>= 1).
+        tol: stop once two steps in a row each lower the loss by at most ``tol * max(1, |f|)``;
+            ``<= 0`` (or NaN) never (stochastic runs: their losses are of different mini-batches).
+        stop_at_target: stop at the first recorded step with ``Delta_OF`` below the target.
+        record_every: record the history (and call the callback) every this many steps.
+    """
+
+    steps: int
+    tol: float = 0.0
+    stop_at_target: bool = False
+    record_every: int = 1
+
+    def small_moves(self, count: int, prev: float | None, loss: float) -> int:
+        """How many steps in a row, this one included, lowered the loss by at most the tolerance.
+
+        Args:
+            count: the count after the previous step; prev: its loss (``None`` before the first).
+        """
+        if not self.tol > 0:
+            return 0
+        small = prev is not None and prev - loss <= self.tol * max(1.0, abs(loss))
+        return count + 1 if small else 0
+
+    def must_record(self, step: int, stalled: bool, small_moves: int) -> bool:
+        """Record every ``record_every`` steps and at the last one, whatever ends the run there."""
+        return step % self.record_every == 0 or step == self.steps or stalled or small_moves >= 2
+
+    def reason(self, step: int, reached_target: bool, stalled: bool = False, small_moves: int = 0,
+               called_off: bool = False) -> str | None:
+        """Why the run stops after ``step`` steps (``None``: it goes on).
+
+        The causes are checked in this order: the callback asked (``"callback"``), L-BFGS stalled,
+        the tolerance, the target reached (also at step 0), the budget spent (``"steps"``).
+        """
+        if called_off:
+            return "callback"
+        if stalled:
+            return "stalled"
+        if small_moves >= 2:
+            return "tol"
+        if self.stop_at_target and reached_target:
+            return "target"
+        return "steps" if step >= self.steps else None
+
+
+# ----------------------------------------------------------------------------- the history
+def _geometry(h: torch.Tensor, y: np.ndarray, k: int, step: int) -> tuple[np.ndarray, float, float]:
+    """The features ``h`` (n x d) as float64 numpy, with ``Delta_OF`` and ``Delta_ETF`` (NaN if k = 1).
+
+    Raises:
+        GDDivergedError: non-finite features or a zero row, naming ``step``.
+    """
+    h = h.to(torch.float64).cpu().numpy()
+    if not np.all(np.isfinite(np.linalg.norm(h, axis=1))):
+        raise GDDivergedError(f"at step {step}: the features became non-finite or their norm "
+                              "overflows (step size too large?)")
+    try:
+        return h, delta_of(h, y), (delta_etf(h, y) if k >= 2 else float("nan"))
+    except ValueError as e:
+        raise GDDivergedError(f"at step {step}: {e}") from None
+
+
+class _Recorder:
+    """The history of a run (:class:`GDResult`) and its first recorded step below the target.
+
+    The clock starts when the recorder is made.
+    """
+
+    def __init__(self, y: np.ndarray, k: int, target_delta_of: float | None):
+        self.y, self.k, self.target = y, k, target_delta_of
+        self.history: dict[str, list] = {"step": [], "loss": [], "delta_of": [], "delta_etf": [], "seconds": []}
+        self.steps_to_target: int | None = None
+        self.t0 = time.perf_counter()
+
+    def record(self, step: int, loss: float, h: torch.Tensor) -> None:
+        """Append step ``step`` with its ``loss`` and the geometry of its features ``h`` (n x d)."""
+        _, d_of, d_etf = _geometry(h, self.y, self.k, step)
+        for name, val in zip(self.history, (step, loss, d_of, d_etf, time.perf_counter() - self.t0)):
+            self.history[name].append(val)
+        if self.target is not None and self.steps_to_target is None and d_of < self.target:
+            self.steps_to_target = step
+
+
+# ----------------------------------------------------------------------------- the solver
+def _run(optimiser: _FeatureOptimizer, next_plan: Callable[[], _Plan], rule: StopRule, recorder: _Recorder,
+         callback: Callable | None) -> tuple[int, str]:
+    """Take steps until ``rule`` stops the run, recording the start and the steps it asks for.
+
+    Returns:
+        the number of steps taken and the stop reason.
+    """
+    recorder.record(0, float("nan"), optimiser.features())
+    step, small, prev = 0, 0, None
+    reason = rule.reason(0, recorder.steps_to_target is not None)  # the start may be at the target
+    while reason is None:
+        step += 1
+        loss, stalled = optimiser.step(step, next_plan())
+        small, prev = rule.small_moves(small, prev, loss), loss
+        called_off = False
+        if rule.must_record(step, stalled, small):
+            recorder.record(step, loss, optimiser.features())
+            called_off = callback is not None and bool(callback(step, optimiser.features(), loss))
+        reason = rule.reason(step, recorder.steps_to_target is not None, stalled, small, called_off)
+    return step, reason
+
+
+def _float64_objective(h: np.ndarray, y: np.ndarray, batches, temperature: float, device, dense_max: int,
+                       block_entries: int) -> float:
+    """``f(H)`` of the final features ``h`` (n x d) in float64, whatever dtype the run used."""
+    with torch.no_grad():
+        h64 = torch.as_tensor(h, device=device)
+        return float(scl_feature_objective(h64, y, batches, temperature, dense_max, block_entries))
 
 
 def solve_gd(
@@ -402,163 +753,25 @@ def solve_gd(
         ValueError: bad labels, ``dim``, ``steps``, optimizer, parametrisation or batching;
         GDDivergedError (a ValueError): a non-finite loss or a zero feature row, with the step.
     """
-    y = as_label_array(labels)
-    n = y.size
-    if n < 2:
-        raise ValueError(f"need at least 2 samples, got {n}")
-    k = np.unique(y).size
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
-    if relu and dim < k:
-        raise ValueError(f"dim={dim} < k={k} classes: with ReLU the minimiser is an orthogonal frame, "
-                         f"which needs d >= k non-negative orthogonal directions")
-    inv_t = 1.0 / _check_temperature(temperature)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if optimizer not in _OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}: use one of {_OPTIMIZERS}")
-    if nonneg is None:
-        nonneg = "square" if optimizer == "lbfgs" else "relu"
-    if nonneg not in _NONNEG:
-        raise ValueError(f"unknown nonneg {nonneg!r}: use one of {_NONNEG}")
-    if relu and nonneg != "square" and optimizer == "lbfgs":
-        raise ValueError(f"nonneg={nonneg!r} is not supported with L-BFGS (a projection breaks its line search, "
-                         "and long line-search steps kill ReLU units): use nonneg='square', or adam/sgd")
-    if record_every < 1:
-        raise ValueError(f"record_every must be >= 1, got {record_every}")
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    lr = _DEFAULT_LR[optimizer] if lr is None else lr
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    stochastic = callable(batches)
-    if stochastic and optimizer == "lbfgs":
-        raise ValueError("L-BFGS needs a fixed objective: pass a fixed batching, or use adam/sgd with a callable")
-    if isinstance(batches, str):
-        if batches != "full":
-            raise ValueError(f"batches must be None, 'full', a list of index arrays or a callable, got {batches!r}")
-        batches = None
-    if tol is None:
-        tol = 1e-13 if optimizer == "lbfgs" else 0.0
+    y, k, inv_t = _check_problem(labels, dim, relu, temperature)
+    method = _check_method(optimizer, nonneg, relu, steps, record_every, dtype, lr, batches, tol)
     dev = default_device(device)
-
-    w = _init(n, dim, relu, nonneg, int(seed), dtype, dev, init)
-    if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([w], lr=lr, max_iter=1, max_eval=26, history_size=history_size,
-                                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
-    elif optimizer == "adam":
-        opt = torch.optim.Adam([w], lr=lr)
-    else:
-        opt = torch.optim.SGD([w], lr=lr)
-
-    if stochastic:
-        fixed_plan = None
-        batch_iter = _stochastic_batches(batches, y)
-    else:
-        fixed_plan = _Plan(y, normalize_batching(n, batches), dev, dense_max, block_entries)
-        if fixed_plan.empty:
-            raise ValueError("no batch holds two samples of one class: the objective is identically 0")
-    history: dict[str, list] = {"step": [], "loss": [], "delta_of": [], "delta_etf": [], "seconds": []}
-    counters = {"evals": 0, "step": 0}
-    memo: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-
-    def evaluate(plan) -> torch.Tensor:
-        for wc, loss_c, grad_c in memo:  # L-BFGS re-evaluates the accepted point of its line search
-            if torch.equal(wc, w.detach()):
-                w.grad = grad_c.clone()
-                return loss_c
-        opt.zero_grad(set_to_none=True)
-        counters["evals"] += 1
-        if plan.empty:  # a mini-batch without an anchor: loss 0, gradient 0
-            w.grad = torch.zeros_like(w)
-            return torch.zeros((), dtype=w.dtype, device=w.device)
-        try:
-            z = _normalise(_features(w, relu, nonneg))
-        except GDDivergedError as e:
-            raise GDDivergedError(f"at step {counters['step']}: {e}") from None
-        loss = plan(z, inv_t)
-        if not bool(torch.isfinite(loss)):
-            raise GDDivergedError(f"the objective became non-finite ({float(loss)}) at step {counters['step']}")
-        loss.backward()
-        if not bool(torch.isfinite(w.grad).all()):
-            raise GDDivergedError(f"the gradient became non-finite at step {counters['step']}")
-        if optimizer == "lbfgs":
-            memo.append((w.detach().clone(), loss.detach(), w.grad.clone()))
-            del memo[:-3]
-        return loss.detach()
-
-    def geometry() -> tuple[np.ndarray, float, float]:
-        with torch.no_grad():
-            h = _features(w, relu, nonneg).detach().to(torch.float64).cpu().numpy()
-        if not np.all(np.isfinite(np.linalg.norm(h, axis=1))):
-            raise GDDivergedError(f"at step {counters['step']}: the features became non-finite or their norm "
-                                  "overflows (step size too large?)")
-        try:
-            return h, delta_of(h, y), (delta_etf(h, y) if k >= 2 else float("nan"))
-        except ValueError as e:
-            raise GDDivergedError(f"at step {counters['step']}: {e}") from None
-
-    def record(step: int, loss: float) -> None:
-        nonlocal steps_to_target
-        _, d_of, d_etf = geometry()
-        for name, val in zip(history, (step, loss, d_of, d_etf, time.perf_counter() - t0)):
-            history[name].append(val)
-        if target_delta_of is not None and steps_to_target is None and d_of < target_delta_of:
-            steps_to_target = step
-
-    t0 = time.perf_counter()
-    steps_to_target = None
-    stop_reason = "steps"
-    small_moves, prev = 0, None
-    record(0, float("nan"))
-    step = 0
-    while step < steps:
-        if stop_at_target and steps_to_target is not None:
-            stop_reason = "target"
-            break
-        step += 1
-        counters["step"] = step
-        stalled = False
-        if stochastic:
-            loss = evaluate(_Plan(y, [next(batch_iter)], dev, dense_max, block_entries))
-            opt.step()
-        elif optimizer == "lbfgs":
-            before = w.detach().clone()
-            opt.step(lambda: evaluate(fixed_plan))
-            loss = evaluate(fixed_plan)  # at the accepted point (from the memo)
-            stalled = torch.equal(before, w.detach())
-        else:
-            loss = evaluate(fixed_plan)  # at the point before the step
-            opt.step()
-        if relu and nonneg == "project":
-            with torch.no_grad():
-                w.clamp_(min=0.0)
-        loss_f = float(loss)
-        if tol > 0 and not stochastic:
-            small_moves = small_moves + 1 if prev is not None and prev - loss_f <= tol * max(1.0, abs(loss_f)) else 0
-            prev = loss_f
-        if step % record_every == 0 or step == steps or stalled or small_moves >= 2:
-            record(step, loss_f)
-            if callback is not None and callback(step, _features(w, relu, nonneg).detach(), loss_f):
-                stop_reason = "callback"
-                break
-        if stalled:
-            stop_reason = "stalled"
-            break
-        if small_moves >= 2:
-            stop_reason = "tol"
-            break
-    if stop_reason == "steps" and stop_at_target and steps_to_target is not None:
-        stop_reason = "target"
-    seconds = time.perf_counter() - t0
-    h, d_of, d_etf = geometry()
-    final_batches = None if stochastic else batches
-    with torch.no_grad():
-        h64 = torch.as_tensor(h, device=dev)
-        objective = float(scl_feature_objective(h64, y, final_batches, temperature, dense_max, block_entries))
-    return GDResult(features=h, objective=objective, history=history, steps_to_target=steps_to_target,
-                    seconds=seconds, device=str(dev), steps=int(step), evaluations=counters["evals"],
-                    stop_reason=stop_reason, delta_of=d_of, delta_etf=d_etf)
+    w = _init(y.size, dim, relu, method.nonneg, int(seed), dtype, dev, init)
+    optimiser = _FeatureOptimizer(w, _Parametrisation(relu, method.nonneg), inv_t, optimizer, method.lr,
+                                  history_size)
+    next_plan = _plan_source(y, method.batches, dev, dense_max, block_entries)
+    # the tolerance compares losses of consecutive steps: meaningless across mini-batches
+    rule = StopRule(steps, 0.0 if method.stochastic else method.tol, stop_at_target, record_every)
+    recorder = _Recorder(y, k, target_delta_of)
+    taken, reason = _run(optimiser, next_plan, rule, recorder, callback)
+    seconds = time.perf_counter() - recorder.t0
+    h, d_of, d_etf = _geometry(optimiser.features(), y, k, taken)
+    # a stochastic run is scored on the full batch
+    objective = _float64_objective(h, y, None if method.stochastic else method.batches, temperature, dev,
+                                   dense_max, block_entries)
+    return GDResult(features=h, objective=objective, history=recorder.history,
+                    steps_to_target=recorder.steps_to_target, seconds=seconds, device=str(dev), steps=int(taken),
+                    evaluations=optimiser.evaluations, stop_reason=reason, delta_of=d_of, delta_etf=d_etf)
 
 
 def steps_to_of(
@@ -587,13 +800,9 @@ def steps_to_of(
     ``check_every`` steps (the count is a multiple of it).
     """
     y = as_label_array(labels)
-    bnd = binding_examples(y, seed) if binding else None
-
-    def epoch_batches(e: int) -> list[np.ndarray]:
-        bl = random_batches(y, batch_size, epoch_seed(seed, e), drop_last)
-        return bind(bl, bnd, y.size) if bnd is not None else bl
-
-    epoch_batches(0)  # validates batch_size before the run starts
+    # bool(): epoch_batcher reads an array as explicit binding indices; here binding is a yes/no
+    epoch_batches = epoch_batcher(y, batch_size, seed, binding=bool(binding), drop_last=drop_last)
+    epoch_batches(0)  # validates batch_size (and drop_last) before the run starts
     res = solve_gd(y, dim, temperature=temperature, relu=relu, nonneg=nonneg, batches=epoch_batches,
                    optimizer="adam", lr=lr, steps=max_steps, seed=seed, device=device, dtype=dtype,
                    record_every=check_every, target_delta_of=threshold, stop_at_target=True)

@@ -184,7 +184,9 @@ def test_refined_rule_single_class_batch():
     batches = [np.array([0, 1]), np.array([0, 2, 3]), np.array([1, 2])]
     refined = uniqueness_conditions(y, batches, refined=True)
     plain = uniqueness_conditions(y, batches, refined=False)
-    assert plain.unique
+    # the paper's plain rule says "unique"; it is wrong here: a single-class batch of two samples pins nothing,
+    # so class 0 may split (the verdict never follows the plain rule; tests/test_uniqueness.py measures it)
+    assert plain.conditions_hold and not plain.unique and plain.verdict == "not unique"
     assert not refined.unique and refined.class_connected == {0: False, 1: True}
     g_ref = batch_graph(y, batches, refined=True).toarray()
     g_plain = batch_graph(y, batches, refined=False).toarray()
@@ -210,7 +212,9 @@ def test_graph_agrees_with_conditions(refined, bs, binding):
     for c in range(4):
         idx = np.flatnonzero(y == c)
         ncomp, _ = connected_components(g[idx][:, idx], directed=False)
-        assert ncomp == u.class_components[c]
+        assert ncomp == u.graph_components[c]
+        # single-class batches can only merge components of the graph, never split them
+        assert u.class_components[c] <= ncomp if refined else u.class_components[c] == ncomp
     # class pairs co-occur iff some cross edge joins them (refined: in a batch holding a positive)
     onehot = sp.csr_matrix((np.ones(y.size), (np.arange(y.size), y)))
     co = (onehot.T @ g @ onehot).toarray() > 0
@@ -241,7 +245,7 @@ def test_refined_pairs_need_an_anchor_with_a_positive():
     refined = uniqueness_conditions(y, batches)
     plain = uniqueness_conditions(y, batches, refined=False)
     assert (2, 3) in refined.missing_pairs and not refined.unique
-    assert (2, 3) not in plain.missing_pairs
+    assert (2, 3) not in plain.missing_pairs and not plain.unique  # the verdict is the exact rule's in both
 
 
 def test_epoch_batcher_matches_the_generator():
@@ -253,3 +257,21 @@ def test_epoch_batcher_matches_the_generator():
         gen = epochs_of_batches(y, 6, seed=3, epochs=3, binding=binding)
         for e, batches in enumerate(gen):
             assert all(np.array_equal(a, b) for a, b in zip(f(e), batches))
+
+
+@pytest.mark.parametrize("binding,drop_last", [(False, False), (True, False), (True, True)])
+def test_three_epoch_batchings_are_one(binding, drop_last):
+    """epochs_of_batches, epoch_batcher and BindingBatchSampler.batches share one implementation: the same
+    batches for the same seed and epoch."""
+    from ufm.batching import epoch_batcher
+
+    y = np.repeat(np.arange(4), [20, 20, 2, 2])
+    f = epoch_batcher(y, 6, seed=11, binding=binding, drop_last=drop_last)
+    sampler = BindingBatchSampler(y, 6, seed=11, binding=binding, drop_last=drop_last)
+    gen = epochs_of_batches(y, 6, seed=11, epochs=4, binding=binding, drop_last=drop_last)
+    for e, batches in enumerate(gen):
+        for other in (f(e), sampler.batches(e)):
+            assert len(other) == len(batches)
+            assert all(np.array_equal(a, b) for a, b in zip(other, batches))
+    if binding:
+        assert np.array_equal(sampler.binding, binding_examples(y, 11))

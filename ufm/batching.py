@@ -1,40 +1,43 @@
 """Batchings of a labelled training set: full batch, random mini-batches, batch binding, and the
-batch-interaction graph that decides whether the orthogonal frame (OF) is the UNIQUE minimiser of
-the supervised contrastive loss (SCL) of the unconstrained features model with non-negativity.
+rule that decides whether the orthogonal frame (OF) is the UNIQUE minimiser of the supervised
+contrastive loss (SCL) of the unconstrained features model with non-negative features.
 
 Everything here is pure index logic (numpy, seeded). A batching is a list of 1-D ``int64`` index
 arrays into ``range(n)``; one epoch of random mini-batches is a seeded permutation of ``range(n)``
 cut into consecutive pieces of ``batch_size``.
 
 Batch binding (Kini et al. 2023): choose ``k`` fixed "binding" examples, one per class, and append
-them to every batch (a binding example already in the batch is not repeated). Then every batch
-holds every class, which makes both uniqueness conditions below hold.
+them to every batch (a binding example already in the batch is not repeated). Then every batch holds
+every class, and every sample shares a batch holding another class with its class's binding example,
+so every class collapses; every pair of classes is tied when one of the two has two samples in some
+batch. Binding does NOT always give uniqueness: two classes of one sample each (counts 6, 6, 1, 1)
+meet in every batch, but neither ever has a positive, so no anchor term reads their cosine.
 
-Uniqueness of the OF (see :func:`uniqueness_conditions`). Write the objective on the Gram matrix
-``G = Z^T Z`` of the normalised features, ``f(G) = sum_B f_B(G)``. At the OF point ``G*`` (``G*_ij =
-1[y_i = y_j]``), in a batch ``B`` with class counts ``m_c`` (``m = sum_c m_c``), the derivative of
-the anchor term of ``i`` (class ``c``; it exists only when ``i`` has a positive in ``B``) is
+Uniqueness of the OF (see :func:`uniqueness_conditions`; proofs in ``theory/scl-orthogonal-frame.md``,
+Theorem 2). Write the objective on the Gram matrix ``G = Z^T Z`` of the unit, non-negative features
+(``G`` PSD, ``diag G = 1``, ``0 <= G <= 1``), ``f(G) = sum_B f_B(G)``. Theorem 1 applied to one batch
+says the OF restricted to ``B`` minimises ``f_B``; the OF minimises all of them at once, so the
+minimiser set of ``f`` is the intersection over batches of ``argmin f_B``. The equality cases of
+Theorem 1's bound, anchor by anchor, give ``argmin f_B``:
 
-    d/dG_il  =  (1/tau) e^{G*_il/tau} / sum_{l' != i} e^{G*_il'/tau}            for y_l != c   (> 0)
-    d/dG_ij  =  (1/tau) [ e^{1/tau} / ((m_c - 1) e^{1/tau} + m - m_c)  -  1/(m_c - 1) ]   for y_j = c
+* ``B`` holds at least two classes: ``G_ij = 1`` for every same-class pair of a class with two or more
+  samples in ``B``, ``G_il = 0`` for every cross-class pair that is *read* (``i`` or ``l`` has a positive
+  in ``B``); unread pairs are free. (First-order view: at the OF the derivative is ``> 0`` on read
+  cross pairs and ``< 0`` on same-class pairs, since the batch holds a negative.)
+* ``B`` holds ``m >= 3`` samples of one class: all its off-diagonal entries equal one common ``t`` in
+  ``[0, 1]`` (Jensen's equality case, row by row); ``m = 2``: no constraint.
 
-The second one is < 0 iff ``m > m_c``, i.e. iff the batch holds a sample of another class; it is 0
-when the batch holds class ``c`` only. Since ``0 <= G_ij <= 1`` for non-negative unit features and
-``f`` is convex, ``f(G) - f(G*) >= <grad f(G*), G - G*> >= 0``, with equality only if ``G_ij = 1`` on
-every same-class pair that shares a batch WITH A NEGATIVE, and ``G_ij = 0`` on every cross-class pair
-that shares a batch in which one of the two has a positive (otherwise no anchor term reads the pair). ``G_ij = 1`` for unit vectors means ``z_i = z_j``, which is transitive; so the
-minimiser is unique (``G = G*``) when
-
-1. every class's same-class graph is connected (edges: pairs sharing a batch that also holds
-   another class -- the *refined* rule; the *plain* rule counts every shared batch), and
-2. every pair of classes *interacts*: some batch holds both, and (refined rule) holds at least two
-   samples of one of them, so that an anchor of that class sees the other as a negative.
-
-Both are sufficient. Condition 2 is also necessary: if classes ``a`` and ``b`` never interact,
-moving class ``b`` to ``(w_a + w_b)/sqrt 2`` changes no anchor term's value. Condition 1 (refined) is
-necessary when ``d > k``: a component of a class that never meets its class-mates in a batch with a
-negative can be moved to a spare orthogonal direction without changing any batch's loss. The plain
-rule can declare a batching "unique" that is not (a single-class batch exerts no pull at the OF).
+``G_ij = 1`` means ``z_i = z_j``, which is transitive, so union-find the pinned pairs; a single-class
+batch with two samples in one component has ``t = 1`` and merges all its samples; iterate to a
+fixpoint. Then the OF is the unique minimiser IFF every class ends as one component and every pair of
+classes has a read cross pair. The "if" is immediate; for "only if" another minimiser is built from
+the OF (an untied class moved towards another, a split class's components moved apart), which needs
+spare dimensions: the rule is exact in the Gram model (any ``d``), and with a given feature dimension
+``dim`` it answers ``"unknown"`` where its construction does not fit. :func:`batch_graph` (pairs
+sharing a batch) is the graph of step 1; connectivity there is sufficient for collapse, not necessary.
+The paper's plain rule (every shared batch joins, every shared batch ties) is necessary (every merge
+above joins samples that share a batch, every tie is a shared batch) but not sufficient;
+``refined=False`` reports it for comparison.
 """
 
 from __future__ import annotations
@@ -184,6 +187,15 @@ def bind(batches, binding, n: int | None = None) -> list[np.ndarray]:
     return out
 
 
+def _epoch_batches(y: np.ndarray, batch_size: int, seed: int, epoch: int, drop_last: bool,
+                   binding: np.ndarray | None) -> list[np.ndarray]:
+    """THE epoch batching, shared by :func:`epochs_of_batches`, :func:`epoch_batcher` and
+    :meth:`BindingBatchSampler.batches`: random batches with seed ``epoch_seed(seed, epoch)``, then the
+    binding examples appended to every batch when ``binding`` is not ``None``."""
+    batches = random_batches(y, batch_size, epoch_seed(seed, epoch), drop_last)
+    return bind(batches, binding, y.size) if binding is not None else batches
+
+
 def epochs_of_batches(
     labels,
     batch_size: int,
@@ -198,15 +210,14 @@ def epochs_of_batches(
     same for every epoch) or an explicit array of binding indices. ``epochs=None`` runs forever.
     """
     y = _labels(labels)
-    _check_batch_size(batch_size)
+    bs = _check_batch_size(batch_size)
     seed = _check_seed(seed)
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0):
         raise ValueError(f"epochs must be a non-negative integer or None, got {epochs!r}")
     bnd = _resolve_binding(y, binding, seed)
     e = 0
     while epochs is None or e < epochs:
-        batches = random_batches(y, batch_size, epoch_seed(seed, e), drop_last)
-        yield bind(batches, bnd, y.size) if bnd is not None else batches
+        yield _epoch_batches(y, bs, seed, e, drop_last, bnd)
         e += 1
 
 
@@ -217,13 +228,12 @@ def epoch_batcher(labels, batch_size: int, seed: int, binding: bool | np.ndarray
     ``epoch_seed(seed, e)``, plus the binding examples (drawn once with ``seed``) when asked.
     """
     y = _labels(labels)
-    _check_batch_size(batch_size)
+    bs = _check_batch_size(batch_size)
     seed = _check_seed(seed)
     bnd = _resolve_binding(y, binding, seed)
 
     def batches_of_epoch(epoch: int) -> list[np.ndarray]:
-        batches = random_batches(y, batch_size, epoch_seed(seed, epoch), drop_last)
-        return bind(batches, bnd, y.size) if bnd is not None else batches
+        return _epoch_batches(y, bs, seed, epoch, drop_last, bnd)
 
     return batches_of_epoch
 
@@ -242,6 +252,8 @@ class BindingBatchSampler:
     Each epoch is ``random_batches(labels, batch_size, epoch_seed(seed, epoch), drop_last)``, with the
     ``k`` binding examples (``binding_examples(labels, seed)``, fixed for the whole run) appended to
     every batch when ``binding=True``; a bound batch thus holds up to ``batch_size + k`` samples.
+    Epoch ``e`` is the same list of batches as ``epoch_batcher(labels, batch_size, seed, binding,
+    drop_last)(e)`` and as epoch ``e`` of :func:`epochs_of_batches` (one shared implementation).
     Iteration yields lists of python ints.
 
     Epochs: ``set_epoch(e)`` selects the shuffle of epoch ``e`` (as with ``DistributedSampler``). Each
@@ -256,7 +268,7 @@ class BindingBatchSampler:
         self.drop_last = bool(drop_last)
         if self.drop_last and self.batch_size > self.labels.size:
             raise ValueError(f"drop_last with batch_size={self.batch_size} > n={self.labels.size} leaves no batch")
-        self.binding = binding_examples(self.labels, self.seed) if binding else None
+        self.binding = _resolve_binding(self.labels, bool(binding), self.seed)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -264,8 +276,7 @@ class BindingBatchSampler:
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         """The batches of epoch ``epoch`` as index arrays (does not change the current epoch)."""
-        out = random_batches(self.labels, self.batch_size, epoch_seed(self.seed, epoch), self.drop_last)
-        return bind(out, self.binding, self.labels.size) if self.binding is not None else out
+        return _epoch_batches(self.labels, self.batch_size, self.seed, epoch, self.drop_last, self.binding)
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self.batches(self.epoch)
@@ -296,10 +307,16 @@ def batch_graph(labels, batches, refined: bool = True, max_entries: int = 4_000_
     """Adjacency (``n x n``, ``scipy.sparse.csr_matrix`` of 0/1 ``int8``, no self-loops) of the
     batch-interaction graph: ``i ~ j`` when some batch holds both.
 
-    ``refined=True`` drops the same-class edges that come only from batches holding a single class
-    (at the OF such a batch's derivative on those pairs is zero, see the module docstring);
-    cross-class edges are kept in both rules. Memory: ``sum_B |B|^2`` index pairs, accumulated in
-    pieces of ``max_entries`` (``n = 10^4`` in batches of 100: ``10^6`` pairs per epoch).
+    ``refined=True`` drops the same-class edges that come only from batches holding a single class;
+    cross-class edges are kept in both rules. With ``refined=True`` a same-class edge is a pair that every
+    minimiser pins to ``G_ij = 1`` (module docstring), so a class whose subgraph is connected collapses
+    at every minimiser: connectivity here is SUFFICIENT for the collapse, not necessary -- single-class
+    batches of three or more samples can merge components that this graph leaves apart (see
+    :func:`uniqueness_conditions`, which applies them; its ``graph_components`` are the components of
+    this graph's class subgraphs). A cross-class edge is read by the loss only when one of the two
+    samples has a positive in that batch; this graph does not mark which. Memory: ``sum_B |B|^2`` index
+    pairs, accumulated in pieces of ``max_entries`` (``n = 10^4`` in batches of 100: ``10^6`` pairs per
+    epoch).
     """
     y = _labels(labels)
     n = y.size
@@ -334,14 +351,34 @@ def batch_graph(labels, batches, refined: bool = True, max_entries: int = 4_000_
     return acc.astype(np.int8)
 
 
+VERDICTS = ("unique", "not unique", "unknown")
+
+
 @dataclass
 class UniquenessConditions:
     """Result of :func:`uniqueness_conditions` (class ids are the labels' own values).
 
-    class_connected: class -> its same-class subgraph is connected (a class of one sample is).
-    class_components: class -> number of connected components of that subgraph.
-    missing_pairs: class pairs ``(a, b)``, ``a < b``, that never share a batch.
-    unique: both conditions hold, so the OF is the unique minimiser (for ``d >= k``, with ReLU).
+    verdict: ``"unique"`` (the OF is the unique minimiser), ``"not unique"`` (another minimiser exists;
+    :func:`uniqueness_conditions` builds one), or ``"unknown"`` (the rule cannot decide: a feature
+    dimension ``dim`` was given that is below ``k`` or below ``directions_needed``). With ``dim=None``
+    (the Gram model: any ``d``, the ``n x n`` program) the verdict is never ``"unknown"``.
+    unique: ``verdict == "unique"`` (a bool).
+    reason: one sentence saying which rule decided (and, when not unique, the other minimiser built).
+    class_components: class -> number of components of its samples under the rule of ``refined``:
+    ``refined=True`` (default): the exact rule -- pairs pinned to ``G_ij = 1`` by batches holding another
+    class, then merged to a fixpoint by the single-class batches of three or more samples that hold two
+    samples of one component; ``refined=False``: the paper's plain rule (every shared batch joins), kept
+    for comparison only -- necessary for uniqueness, not sufficient.
+    class_connected: class -> ``class_components[c] == 1`` (a class of one sample is connected).
+    missing_pairs: class pairs ``(a, b)``, ``a < b``, with no pair the loss reads (``refined=True``: no
+    batch holds both with two samples of one of them; ``refined=False``: no batch holds both).
+    graph_components: class -> components of that class in ``batch_graph(labels, batches, refined)``
+    (with ``refined=True``: before the single-class merges).
+    single_class_merges: indices (into the batching) of the single-class batches whose equality forced
+    ``G_ij = 1`` on their samples and merged components, in the order the fixpoint applied them.
+    dim: the feature dimension given (``None``: unrestricted). directions_needed: the dimension the
+    non-uniqueness construction uses (``None`` when the rule finds the OF unique).
+    The verdict always comes from the exact rule, whatever ``refined`` says about the descriptive fields.
     """
 
     class_connected: dict[int, bool]
@@ -349,6 +386,12 @@ class UniquenessConditions:
     missing_pairs: list[tuple[int, int]]
     refined: bool
     classes: list[int] = field(default_factory=list)
+    verdict: str = "unique"
+    reason: str = ""
+    graph_components: dict[int, int] = field(default_factory=dict)
+    single_class_merges: list[int] = field(default_factory=list)
+    dim: int | None = None
+    directions_needed: int | None = None
 
     @property
     def all_connected(self) -> bool:
@@ -359,51 +402,181 @@ class UniquenessConditions:
         return not self.missing_pairs
 
     @property
-    def unique(self) -> bool:
+    def conditions_hold(self) -> bool:
+        """Both descriptive conditions hold (every class one component, no missing pair) under the rule of
+        ``refined``; with ``refined=True`` this equals ``unique`` unless the verdict is ``"unknown"``."""
         return self.all_connected and self.all_pairs
 
+    @property
+    def unique(self) -> bool:
+        return self.verdict == "unique"
 
-def uniqueness_conditions(labels, batches, refined: bool = True) -> UniquenessConditions:
-    """The two conditions of the module docstring for a batching (a list of index arrays).
 
-    Connectivity: inside one batch the samples of a class form a clique, so it suffices to join each
-    to the first sample of its class there (a forest with ``O(sum_B |B|)`` edges, not the cliques).
-    With ``refined=True`` (default) a batch that holds a single class joins nothing; with
-    ``refined=False`` every batch joins its same-class samples. Two classes interact when some batch
-    holds both; with ``refined=True`` that batch must also hold two samples of one of them (a
-    singleton pair of classes in a batch is read by no anchor term). A sample in no batch is its own component.
-    """
-    y = _labels(labels)
-    n = y.size
-    bl = _batches(batches, n)
-    classes, yi = np.unique(y, return_inverse=True)
-    k = classes.size
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = np.arange(n)
+
+    def find(self, i: int) -> int:
+        p = self.parent
+        root = i
+        while p[root] != root:
+            root = p[root]
+        while p[i] != root:
+            p[i], i = root, p[i]
+        return int(root)
+
+    def union(self, i: int, j: int) -> bool:
+        a, b = self.find(i), self.find(j)
+        if a == b:
+            return False
+        self.parent[max(a, b)] = min(a, b)
+        return True
+
+
+def _mixed_components(yi: np.ndarray, bl: list[np.ndarray], k: int, single_class_too: bool) -> np.ndarray:
+    """Component id per sample of the graph joining the same-class samples of every batch that holds
+    another class (and of every batch when ``single_class_too``): each sample joined to the first sample
+    of its class in the batch (a forest with ``O(sum_B |B|)`` edges, not the cliques)."""
+    n = yi.size
     rows, cols = [], []
     for b in bl:
         if b.size < 2:
             continue
         yb = yi[b]
         present, first = np.unique(yb, return_index=True)
-        if refined and present.size < 2:
+        if not single_class_too and present.size < 2:
             continue
         head = np.empty(k, dtype=np.int64)
         head[present] = b[first]
         rows.append(b)
-        cols.append(head[yb])  # each sample joined to the first sample of its class in this batch
+        cols.append(head[yb])
     r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
     g = sp.csr_matrix((np.ones(r.size, dtype=np.int8), (r, c)), shape=(n, n))
-    _, roots = connected_components(g, directed=False)
-    connected, comps = {}, {}
-    for ci, c in enumerate(classes):
-        ncomp = np.unique(roots[yi == ci]).size
-        comps[int(c)] = int(ncomp)
-        connected[int(c)] = ncomp == 1
+    return connected_components(g, directed=False)[1]
+
+
+def _count_components(comp: np.ndarray, yi: np.ndarray, classes: np.ndarray) -> dict[int, int]:
+    return {int(c): int(np.unique(comp[yi == ci]).size) for ci, c in enumerate(classes)}
+
+
+def uniqueness_conditions(labels, batches, refined: bool = True, dim: int | None = None) -> UniquenessConditions:
+    """Decide whether the orthogonal frame is the unique minimiser of the SCL with non-negative features
+    for this batching (a list of index arrays), by the exact rule of the module docstring.
+
+    1. Union the same-class samples of every batch that holds at least two classes (those pairs are pinned
+       to ``G_ij = 1``, i.e. ``z_i = z_j``).
+    2. Fixpoint: a batch of ``m >= 3`` samples of a single class pins its entries to one common value
+       ``t``; if two of its samples are already in one component, ``t = 1`` and all its samples merge.
+       Repeat until nothing merges.
+    3. Classes ``a, b`` are tied (``G = 0`` between them) when some batch holds both and two samples of
+       one of them (that sample is an anchor that reads the pair).
+
+    The OF is the unique minimiser iff every class ends as one component and every class pair is tied
+    (``verdict="unique"``). Otherwise ``verdict="not unique"`` and ``reason`` names the other minimiser
+    built from the OF: class ``b`` moved to ``(e_a + e_b)/sqrt 2`` for an untied pair (``d >= k``); a
+    group of components of a class that no single-class batch links to the rest moved to
+    ``(e_c + e_spare)/sqrt 2``, ``e_spare`` a new direction (``d >= k + 1``); else all ``r`` components of the class at equal pairwise
+    cosine ``t < 1`` (``d >= k + r - 1``). ``dim`` (optional): the feature dimension; the verdict is
+    ``"unknown"`` when ``dim < k`` (the OF itself does not fit in non-negative ``R^dim``) or when it is
+    not unique in the Gram model but ``dim < directions_needed`` (the construction does not fit; with
+    few dimensions non-negativity can force uniqueness). ``refined`` selects the rule the descriptive
+    fields follow (:class:`UniquenessConditions`); it does not change the verdict. A sample in no batch
+    is its own component.
+    """
+    y = _labels(labels)
+    n = y.size
+    bl = _batches(batches, n)
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1):
+        raise ValueError(f"dim must be a positive integer or None, got {dim!r}")
+    classes, yi = np.unique(y, return_inverse=True)
+    k = classes.size
     cnt = _batch_class_counts(yi, bl, k)
     one, two = (cnt >= 1).astype(np.int64), (cnt >= 2).astype(np.int64)
-    if refined:  # an anchor with a positive must see the other class as a negative
-        co = (two.T @ one + one.T @ two) > 0
+
+    # ---- exact rule: '= 1' pairs from mixed batches, then the single-class fixpoint
+    comp0 = _mixed_components(yi, bl, k, single_class_too=False)
+    uf = _UnionFind(n)
+    rep: dict[int, int] = {}  # component label -> its first sample
+    for i, c in enumerate(comp0.tolist()):
+        if c in rep:
+            uf.union(rep[c], i)
+        else:
+            rep[c] = i
+    single = [t for t, b in enumerate(bl) if b.size >= 3 and np.all(yi[b] == yi[b[0]])]
+    merged_by: list[int] = []
+    changed = True
+    while changed:
+        changed = False
+        for t in single:
+            roots = {uf.find(int(i)) for i in bl[t]}
+            if 1 < len(roots) < bl[t].size:  # two samples share a component: t = 1, merge them all
+                first = min(roots)
+                for q in roots:
+                    uf.union(first, q)
+                merged_by.append(t)
+                changed = True
+    comp = np.array([uf.find(i) for i in range(n)])
+    exact_comps = _count_components(comp, yi, classes)
+    tied = (two.T @ one + one.T @ two) > 0
+    exact_missing = [(int(classes[a]), int(classes[b])) for a in range(k) for b in range(a + 1, k) if not tied[a, b]]
+
+    # ---- verdict and, when not unique, the cheapest construction of another minimiser
+    split = [ci for ci, c in enumerate(classes) if exact_comps[int(c)] > 1]
+    merges_txt = (f"; single-class batches {merged_by} forced t = 1 and merged components" if merged_by else "")
+    if not split and not exact_missing:
+        needed = None
+        verdict = "unique"
+        reason = (f"every class is one component and every pair of classes has a read cross pair{merges_txt}: "
+                  f"the OF is the unique minimiser (for any d >= k = {k})")
     else:
+        options = []
+        if exact_missing:
+            a, b = exact_missing[0]
+            options.append((k, f"classes {a} and {b} have no pair the loss reads: class {b} moved to "
+                               f"(e_{a} + e_{b})/sqrt 2 is another minimiser (d >= k = {k})"))
+        for ci in split:
+            c = int(classes[ci])
+            members = np.flatnonzero(yi == ci)
+            roots = sorted(set(comp[members].tolist()))
+            r = len(roots)
+            hyper = _UnionFind(n)  # components linked by single-class batches that span several of them
+            for t in single:
+                if yi[bl[t][0]] != ci:
+                    continue
+                rb = sorted(set(comp[bl[t]].tolist()))
+                for q in rb[1:]:
+                    hyper.union(rb[0], q)
+            groups = len({hyper.find(q) for q in roots})
+            if groups >= 2:
+                options.append((k + 1, f"class {c} splits into {r} components (in {groups} groups no single-class "
+                                       f"batch links){merges_txt}: one group moved to (e_{c} + e_spare)/sqrt 2 "
+                                       f"gives another minimiser (d >= k + 1 = {k + 1})"))
+            else:
+                options.append((k + r - 1, f"class {c} splits into {r} components that single-class batches tie "
+                                           f"to one common cosine t{merges_txt}: any t < 1 gives another minimiser "
+                                           f"(d >= k + r - 1 = {k + r - 1})"))
+        needed, reason = min(options, key=lambda o: o[0])
+        verdict = "not unique"
+    if dim is not None and dim < k:
+        verdict, reason = "unknown", (f"dim = {dim} < k = {k}: the OF does not fit in non-negative R^{dim}, "
+                                      f"the rule does not apply (Gram model: {reason})")
+    elif dim is not None and needed is not None and dim < needed:
+        verdict, reason = "unknown", (f"not unique in the Gram model, but the construction needs d >= {needed} "
+                                      f"> dim = {dim}; with fewer dimensions non-negativity may force "
+                                      f"uniqueness ({reason})")
+
+    # ---- descriptive fields under the rule asked for
+    if refined:
+        comps, missing = exact_comps, exact_missing
+        graph = _count_components(comp0, yi, classes)
+    else:
+        plain = _mixed_components(yi, bl, k, single_class_too=True)
+        comps = graph = _count_components(plain, yi, classes)
         co = one.T @ one > 0
-    missing = [(int(classes[a]), int(classes[b])) for a in range(k) for b in range(a + 1, k) if not co[a, b]]
-    return UniquenessConditions(connected, comps, missing, bool(refined), [int(c) for c in classes])
+        missing = [(int(classes[a]), int(classes[b])) for a in range(k) for b in range(a + 1, k) if not co[a, b]]
+    return UniquenessConditions(
+        class_connected={c: v == 1 for c, v in comps.items()}, class_components=comps, missing_pairs=missing,
+        refined=bool(refined), classes=[int(c) for c in classes], verdict=verdict, reason=reason,
+        graph_components=graph, single_class_merges=merged_by, dim=None if dim is None else int(dim),
+        directions_needed=needed)

@@ -1,4 +1,5 @@
-"""The command line: `python -m ufm solve` prints one JSON object with the certified geometry."""
+"""The command line: `python -m ufm solve` prints one JSON object: the geometry verdict first, then the
+objective's certificate, then the returned point."""
 
 import json
 import subprocess
@@ -19,9 +20,10 @@ def run_json(capsys, *argv):
 def test_reduced_relu_is_the_certified_orthogonal_frame(capsys):
     counts = [5000, 500, 50, 5]
     out = run_json(capsys, "--counts", ",".join(map(str, counts)), "--relu", "--method", "reduced")
-    for key in ("objective", "delta_of", "delta_etf", "status", "certificate", "seconds"):
+    assert list(out)[:2] == ["geometry", "objective"]
+    for key in ("certificate", "returned", "status", "seconds"):
         assert key in out
-    assert out["delta_of"] < 1e-6 and out["certified"]
+    assert out["geometry"]["verdict"] == "exact" and out["geometry"]["delta_of"] == 0 and out["certified_objective"]
     labels = np.repeat(np.arange(4), counts)
     assert out["objective"] == pytest.approx(of_objective(labels, temperature=0.1), rel=1e-12)
     assert out["certificate"]["gap"] <= 1e-9 * abs(out["objective"])
@@ -29,20 +31,21 @@ def test_reduced_relu_is_the_certified_orthogonal_frame(capsys):
 
 def test_reduced_without_relu_balanced_is_the_etf(capsys):
     out = run_json(capsys, "--counts", "10,10,10,10", "--method", "reduced")
-    assert out["delta_etf"] < 1e-6 and out["delta_of"] > 0.5
+    geo = out["geometry"]
+    assert geo["verdict"] == "exact" and geo["delta_etf"] < 1e-6 and geo["delta_of"] > 0.5
 
 
 def test_sdp_with_binding_batches_and_gd(capsys):
     out = run_json(capsys, "--counts", "8,4,4", "--relu", "--method", "sdp", "--batch-size", "6", "--binding")
-    assert out["certified"] and out["delta_of"] < 1e-6
+    assert out["certified_objective"] and out["geometry"]["verdict"] == "exact" and out["geometry"]["delta_of"] == 0
     out = run_json(capsys, "--counts", "20,4,4", "--relu", "--method", "gd", "--dim", "6", "--steps", "300")
-    assert out["delta_of"] < 1e-4
+    assert out["returned"]["delta_of"] < 1e-4 and out["geometry"]["verdict"].startswith("not certified")
     assert out["objective"] == pytest.approx(out["certificate"]["of_objective"], rel=1e-6)
 
 
 def test_errors_are_clear(capsys):
-    assert main(["solve", "--counts", "300,10", "--relu", "--method", "sdp"]) == 2
-    assert "solve_reduced" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["solve", "--counts", "5,5", "--method", "reduced", "--batch-size", "2"])
     with pytest.raises(SystemExit):
         main(["solve", "--counts", "5,0"])
     with pytest.raises(SystemExit):
@@ -55,3 +58,14 @@ def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "ufm", "solve", "--help"], capture_output=True, text=True, check=True)
     for opt in ("--counts", "--relu", "--temperature", "--method", "--batch-size", "--binding", "--seed", "--json"):
         assert opt in out.stdout
+
+
+def test_the_command_line_draws_the_librarys_batches():
+    from ufm.batching import epoch_batcher
+    from ufm.cli import _epochs, build_parser
+
+    args = build_parser().parse_args(["solve", "--counts", "9,5,3", "--batch-size", "4", "--binding", "--seed", "7"])
+    labels = np.repeat(np.arange(3), [9, 5, 3])
+    mine, library = _epochs(labels, args), epoch_batcher(labels, 4, 7, binding=True)
+    for epoch in range(3):
+        assert all(np.array_equal(a, b) for a, b in zip(mine(epoch), library(epoch), strict=True))

@@ -81,22 +81,22 @@ def test_relu_reduced_optimum_is_the_orthogonal_frame(counts):
     assert res.certified
     assert abs(res.objective - of_objective(y, None, TAU)) < 1e-9
     assert res.delta_of < 1e-6
-    assert res.certificate["gap"] < 1e-10
-    assert res.certificate["lower_bound"] <= res.objective
+    assert res.certificate.gap < 1e-10
+    assert res.certificate.lower_bound <= res.objective
     assert np.all(np.abs(res.across) < 1e-9) and np.all(np.abs(res.within[np.array(counts) > 1] - 1) < 1e-9)
-    assert res.certificate["feasibility"]["min_eig"] >= -1e-9
+    assert res.certificate.feasibility.min_eig >= -1e-9
 
 
 def test_relu_of_certificate_is_exact_and_rejects_a_perturbed_frame():
     counts = (30, 3, 1)
     cert = certify_class_gram(np.eye(3), counts, TAU, relu=True)
-    assert cert["certified"] and abs(cert["gap"]) < 1e-12
+    assert cert.certified and abs(cert.gap) < 1e-12
     k_bad = np.eye(3)
     k_bad[0, 1] = k_bad[1, 0] = 0.05
     bad = certify_class_gram(k_bad, counts, TAU, relu=True)
     f_star = of_objective(labels_of(counts), None, TAU)
-    assert not bad["certified"]
-    assert bad["gap"] >= bad["objective"] - f_star - 1e-12 > 0  # the gap bounds the true suboptimality
+    assert not bad.certified
+    assert bad.gap >= bad.objective - f_star - 1e-12 > 0  # the gap bounds the true suboptimality
 
 
 # ----------------------------------------------------------------------------- SDP vs reduced
@@ -109,7 +109,7 @@ def test_sdp_agrees_with_reduced(counts, relu):
     assert sdp.certified and red.certified
     assert np.abs(sdp.gram - red.gram).max() < 1e-6
     assert abs(sdp.objective - red.objective) < 1e-9
-    assert sdp.certificate["gap"] <= 1e-7 * max(1.0, abs(sdp.objective))
+    assert sdp.certificate.gap <= 1e-7 * max(1.0, abs(sdp.objective))
     if relu:
         assert sdp.delta_of < 1e-6 and abs(sdp.objective - of_objective(y, None, TAU)) < 1e-9
     elif len(set(counts)) == 1:
@@ -141,16 +141,16 @@ def test_no_relu_imbalanced_is_neither_etf_nor_of():
     assert res.delta_etf > 0.01 and res.delta_of > 0.1
     # the PSD constraint is active (singular K) and the explicit dual SDP also certifies it
     assert np.linalg.eigvalsh(res.gram_class)[0] < 1e-9
-    assert res.certificate["gaps"]["dual_sdp"] <= 1e-7
+    assert certify_class_gram(res.gram_class, counts, TAU, relu=False, dual_sdp=True).gaps["dual_sdp"] <= 1e-7
     # both frames are feasible without ReLU and provably suboptimal: f(frame) > lower bound on f*
     # (the loss is flat at tau = 0.1: the ETF is worse by only ~2e-7, far above the certified gap)
     f_etf = scl_gram_objective(sample_gram(y, simplex_etf_gram(3)), y, None, TAU)
     f_of = of_objective(y, None, TAU)
-    lower = res.certificate["lower_bound"]
-    assert res.certificate["gap"] < 1e-9
+    lower = res.certificate.lower_bound
+    assert res.certificate.gap < 1e-9
     assert f_etf - lower > 1e-7 and f_of - lower > 1e-5
     bad = certify_class_gram(simplex_etf_gram(3), counts, TAU, relu=False)
-    assert not bad["certified"] and bad["gap"] >= f_etf - res.objective - 1e-12
+    assert not bad.certified and bad.gap >= f_etf - res.objective - 1e-12
 
 
 # ----------------------------------------------------------------------------- mini-batches
@@ -171,10 +171,10 @@ def test_minibatch_violating_the_conditions_still_has_the_of_as_a_minimiser():
     res = solve_sdp(y, batches, TAU, relu=True)
     f_of = of_objective(y, batches, TAU)
     assert res.certified
-    assert abs(res.objective - f_of) <= res.certificate["gap"] + 1e-12
+    assert abs(res.objective - f_of) <= res.certificate.gap + 1e-12
     assert abs(res.objective - f_of) < 1e-9
     cert = certify_gram(orthogonal_frame_gram(y), y, batches, TAU, relu=True)
-    assert cert["certified"] and abs(cert["gap"]) < 1e-12
+    assert cert.certified and abs(cert.gap) < 1e-12
 
 
 # ----------------------------------------------------------------------------- wrong answers are caught
@@ -183,18 +183,18 @@ def test_certificate_rejects_wrong_grams_under_relu():
     y = labels_of(counts)
     f_star = of_objective(y, None, TAU)
     etf = certify_gram(sample_gram(y, simplex_etf_gram(3)), y, None, TAU, relu=True)
-    assert not etf["certified"] and not etf["feasibility"]["feasible"] and etf["feasibility"]["min_entry"] < 0
+    assert not etf.certified and not etf.feasibility.feasible and etf.feasibility.min_entry < 0
     loose = 0.8 * orthogonal_frame_gram(y) + 0.2 * np.eye(y.size)  # within-class similarity 0.8
     cert = certify_gram(loose, y, None, TAU, relu=True)
-    assert cert["feasibility"]["feasible"] and not cert["certified"]
-    assert cert["gap"] >= cert["objective"] - f_star > 1e-4
+    assert cert.feasibility.feasible and not cert.certified
+    assert cert.gap >= cert.objective - f_star > 1e-4
     rng = np.random.default_rng(0)
     for _ in range(3):
         z = np.abs(rng.standard_normal((y.size, 4)))
         z /= np.linalg.norm(z, axis=1, keepdims=True)
         c = certify_gram(z @ z.T, y, None, TAU, relu=True)
-        assert c["gap"] >= c["objective"] - f_star - 1e-12 and not c["certified"]
-        assert c["lower_bound"] <= f_star + 1e-12
+        assert c.gap >= c.objective - f_star - 1e-12 and not c.certified
+        assert c.lower_bound <= f_star + 1e-12
 
 
 @pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
@@ -210,14 +210,14 @@ def test_scs_at_loose_accuracy_is_never_returned_as_is():
         return
     assert res.polished and res.delta_of < 1e-6 and abs(res.objective - of_objective(y, None, TAU)) < 1e-9
     raw = certify_gram(res.info["raw_gram"], y, None, TAU, relu=True)  # what SCS itself returned
-    assert not raw["certified"]
+    assert not raw.certified
 
 
 def test_dual_sdp_bound_is_valid_and_tight_at_the_of():
     y = labels_of((4, 3, 2))
     cert = certify_gram(orthogonal_frame_gram(y), y, None, TAU, relu=True, dual_sdp=True)
-    assert 0 <= cert["gaps"]["dual_sdp"] < 1e-7
-    assert cert["certified"]
+    assert 0 <= cert.gaps["dual_sdp"] < 1e-7
+    assert cert.certified
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -230,8 +230,10 @@ def test_bad_inputs_are_refused_with_clear_errors():
             solve_reduced((3, 3), tau)
         with pytest.raises(ValueError, match="temperature"):
             solve_sdp(labels_of((3, 3)), None, tau)
-    with pytest.raises(ValueError, match="solve_reduced"):
-        solve_sdp(labels_of((100, 100)), None, TAU, max_n=120)
+    with pytest.raises(ValueError, match="low-rank"):
+        solve_sdp(labels_of((100, 100)), None, TAU, max_n=120, method="interior")
+    with pytest.raises(ValueError, match="method"):
+        solve_sdp(labels_of((3, 3)), None, TAU, method="newton")
     with pytest.raises(ValueError, match="solve_reduced"):
         solve_sdp(labels_of((3, 3)), None, TAU, max_memory=1000)
     with pytest.raises(ValueError, match="outside range"):
@@ -244,16 +246,15 @@ def test_bad_inputs_are_refused_with_clear_errors():
         certify_class_gram(np.eye(2), (3, 3, 3))
 
 
-def test_small_temperature_plateau_is_polished_to_the_of_and_flagged():
+def test_small_temperature_plateau_returns_the_theorems_minimiser():
     # at tau = 0.02 the loss saturates (gradients ~ e^{-50}): the interior point stops anywhere on the
-    # plateau, polishing must still reach the exact OF, and the certificate says the tolerance alone
-    # does not resolve the geometry
+    # plateau; the verdict comes from the theorem, and the returned Gram is the OF, not the solver's point
     counts = (5000, 500, 50, 5)
     res = solve_reduced(counts, 0.02, relu=True)
-    assert res.certified and res.delta_of < 1e-6
-    assert abs(res.objective - of_objective(labels_of(counts), None, 0.02)) < 1e-9
-    assert res.certificate["geometry_resolved"] is False
-    assert solve_reduced(counts, TAU, relu=True).certificate["geometry_resolved"] is True
+    assert res.certified and res.verdict == "exact" and res.geometry.proof == "theorem"
+    assert res.delta_of == 0.0 and np.array_equal(res.gram_class, np.eye(4))
+    assert abs(res.objective - of_objective(labels_of(counts), None, 0.02)) < 1e-12
+    assert 0 < res.geometry.details["min_pinning_weight"] < 1e-15  # far below what float64 resolves in f
     y = labels_of((6, 4, 2))
     sdp = solve_sdp(y, None, 0.02, relu=True)
-    assert sdp.certified and sdp.delta_of < 1e-6
+    assert sdp.verdict == "exact" and np.array_equal(sdp.gram, orthogonal_frame_gram(y))

@@ -23,11 +23,14 @@ geometry of the minimiser.
 
 methods:
   reduced  exact convex program over the k x k Gram of class means (full batch only; any size, seconds)
-  sdp      exact convex program over the n x n Gram (any batching; n up to about 100)
+  sdp      exact convex program over the n x n Gram (any batching: interior point up to n = 120, above it
+           each read component solved on its own, or the orthogonal frame with ReLU; certified either way)
   gd       L-BFGS (full batch) or Adam (mini-batches) on free features in torch (CPU or CUDA)
 
-Every exact answer is polished and certified by a duality gap the project recomputes itself; a
-solver that does not reach a certified optimum is an error, never a result.
+Every exact answer is polished and its objective certified by a duality gap the project recomputes
+itself; a solver that does not reach a certified optimum is an error, never a result. The geometry
+is judged separately and printed first: exact (the unique minimiser, within a stated radius),
+not unique (the range of delta_of over minimisers exhibited) or unresolved (float64 cannot tell).
 
 example:
   python -m ufm solve --counts 5000,500,50,5 --relu --method reduced --json
@@ -58,68 +61,88 @@ def _jsonable(obj):
     return obj
 
 
-def _batches(labels: np.ndarray, args):
-    """The batching asked for on the command line (None = full batch)."""
+def _epochs(labels: np.ndarray, args):
+    """The batching asked for on the command line: ``None`` (one full batch) or the library's epoch batcher
+    (epoch e: random batches seeded ``epoch_seed(seed, e)``, plus the binding examples when asked)."""
     if args.batch_size is None:
         if args.binding:
             raise SystemExit("error: --binding needs --batch-size (binding examples are added to mini-batches)")
         return None
-    from ufm import batching
+    from ufm.batching import epoch_batcher
 
-    def epoch_batches(epoch: int):
-        b = batching.random_batches(labels, args.batch_size, seed=args.seed + epoch)
-        if args.binding:
-            b = batching.bind(b, batching.binding_examples(labels, seed=args.seed))
-        return b
-
-    return epoch_batches
+    return epoch_batcher(labels, args.batch_size, args.seed, binding=args.binding)
 
 
-def run_solve(args) -> int:
+def _exact(args, labels):
+    """reduced / sdp: the solver's result as a dict, the geometry verdict first."""
     from ufm import solvers
-    from ufm.geometry import delta_etf, delta_of
 
-    if args.binding and args.batch_size is None:
-        raise SystemExit("error: --binding needs --batch-size (binding examples are added to mini-batches)")
-    counts = args.counts
-    labels = np.repeat(np.arange(len(counts)), counts)
-    t0 = time.time()
-    out: dict = {"method": args.method, "counts": counts, "relu": args.relu, "temperature": args.temperature}
     if args.method == "reduced":
         if args.batch_size is not None:
             raise SystemExit("error: --method reduced solves the full-batch problem; use sdp or gd with --batch-size")
-        res = solvers.solve_reduced(counts, temperature=args.temperature, relu=args.relu)
-        out.update(objective=res.objective, delta_of=res.delta_of, delta_etf=res.delta_etf, status=res.status,
-                   certificate=res.certificate, certified=res.certified)
-        out["gram_class"] = res.gram_class
-    elif args.method == "sdp":
-        batches = _batches(labels, args)
-        blist = batches(0) if batches is not None else None
-        res = solvers.solve_sdp(labels, batches=blist, temperature=args.temperature, relu=args.relu)
-        out.update(objective=res.objective, delta_of=res.delta_of, delta_etf=res.delta_etf, status=res.status,
-                   certificate=res.certificate, certified=res.certified)
+        res = solvers.solve_reduced(args.counts, temperature=args.temperature, relu=args.relu)
     else:
-        batches = _batches(labels, args)
-        dim = args.dim if args.dim is not None else len(counts)
-        res = solvers.solve_gd(labels, dim, temperature=args.temperature, relu=args.relu,
-                               batches=batches if batches is not None else "full",
-                               optimizer=args.optimizer or ("lbfgs" if batches is None else "adam"),
-                               steps=args.steps, seed=args.seed, device=args.device)
-        feats = res.features
-        out.update(objective=res.objective, delta_of=delta_of(feats, labels), delta_etf=delta_etf(feats, labels),
-                   status=str(res.stop_reason),
-                   certificate={"kind": "none (first-order method)",
-                                "of_objective": solvers.of_objective(labels, None, args.temperature)
-                                if batches is None else None},
-                   steps=int(res.steps),
-                   device=str(res.device))
-    out["seconds"] = time.time() - t0
+        epochs = _epochs(labels, args)
+        res = solvers.solve_sdp(labels, batches=epochs(0) if epochs is not None else None,
+                                temperature=args.temperature, relu=args.relu, seed=args.seed)
+    return res.to_dict()
+
+
+def _gradient_descent(args, labels):
+    """gd: a first-order run, with no certificate and no geometry verdict."""
+    from ufm import solvers
+    from ufm.geometry import delta_etf, delta_of
+
+    epochs = _epochs(labels, args)
+    dim = args.dim if args.dim is not None else len(args.counts)
+    res = solvers.solve_gd(labels, dim, temperature=args.temperature, relu=args.relu,
+                           batches=epochs if epochs is not None else "full",
+                           optimizer=args.optimizer or ("lbfgs" if epochs is None else "adam"),
+                           steps=args.steps, seed=args.seed, device=args.device)
+    return {"geometry": {"verdict": "not certified (first-order method: no certificate)"},
+            "objective": res.objective,
+            "certificate": {"kind": "none (first-order method)",
+                            "of_objective": solvers.of_objective(labels, None, args.temperature)
+                            if epochs is None else None},
+            "returned": {"delta_of": delta_of(res.features, labels), "delta_etf": delta_etf(res.features, labels)},
+            "status": str(res.stop_reason), "steps": int(res.steps), "device": str(res.device)}
+
+
+def _print_table(out: dict) -> None:
+    geo = out["geometry"]
+    print(f"{'geometry':>12}: {geo['verdict']}" + (f" ({geo['proof']})" if geo.get("proof") else ""))
+    if geo.get("reason"):
+        print(f"{'why':>12}: {geo['reason']}")
+    if geo.get("verdict") == "exact":
+        print(f"{'delta_of':>12}: {geo['delta_of']:.6g} (the minimiser's; within {geo['radius']:.1e})")
+        if geo.get("delta_etf") is not None:
+            print(f"{'delta_etf':>12}: {geo['delta_etf']:.6g}")
+    elif geo.get("delta_of_range"):
+        lo, hi = geo["delta_of_range"]
+        print(f"{'delta_of':>12}: from {lo:.4g} to {hi:.4g} over the minimisers exhibited")
+    cert = out["certificate"]
+    print(f"{'objective':>12}: {out['objective']:.12g}")
+    if "gap" in cert:
+        print(f"{'certificate':>12}: gap {cert['gap']:.2e} <= bound {cert['bound']:.2e} (lower bound on f* "
+              f"{cert['lower_bound']:.12g}; candidate {cert['candidate']})")
+    else:
+        print(f"{'certificate':>12}: {cert['kind']}")
+    for key in ("method", "counts", "relu", "temperature", "status", "seconds"):
+        print(f"{key:>12}: {out.get(key)}")
+
+
+def run_solve(args) -> int:
+    if args.binding and args.batch_size is None:
+        raise SystemExit("error: --binding needs --batch-size (binding examples are added to mini-batches)")
+    labels = np.repeat(np.arange(len(args.counts)), args.counts)
+    t0 = time.time()
+    out = _gradient_descent(args, labels) if args.method == "gd" else _exact(args, labels)
+    out.update(method=args.method, counts=args.counts, relu=args.relu, temperature=args.temperature,
+               seconds=time.time() - t0)
     if args.json:
         print(json.dumps(_jsonable(out)))
     else:
-        for key in ("method", "counts", "relu", "temperature", "objective", "delta_of", "delta_etf", "status",
-                    "certificate", "seconds"):
-            print(f"{key:>12}: {out.get(key)}")
+        _print_table(out)
     return 0
 
 
@@ -137,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["reduced", "sdp", "gd"], default="reduced",
                    help="reduced (exact, k x k), sdp (exact, n x n, any batching) or gd (torch); default reduced")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="mini-batch size (sdp: one random epoch of batches; gd: a fresh shuffle each epoch); "
+                   help="mini-batch size (sdp: epoch 0 of the library's epoch batcher; gd: every epoch of it); "
                         "default: one full batch")
     p.add_argument("--binding", action="store_true",
                    help="add one fixed binding example per class to every mini-batch (needs --batch-size)")

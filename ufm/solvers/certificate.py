@@ -35,28 +35,28 @@ graph-Laplacian construction and the gap is exactly zero), (ii) the explicit dua
 A certificate is ``certified`` when X is feasible (lambda_min(X) >= -feas_tol, diagonal within
 ``diag_tol`` of its bounds, entries >= 0 with ReLU) and ``gap <= tol * max(1, |f(X)|)``.
 
-What a certificate does not say. It bounds the objective, not the geometry. At small temperatures
-the loss saturates (gradients ~ e^{-margin/tau}) and very different Grams have objectives equal to
-within the tolerance, or to within rounding. ``spread`` = 2 max(hi) sum |A| bounds, to first order at
-X, how much <A, .> varies over the whole feasible set; ``geometry_resolved`` is False when it is
-below 10x the tolerance: then any feasible Gram near X would pass too, and the returned Gram is the
-exact KKT point found by polishing, not something the tolerance singles out.
+What a certificate does not say. It bounds the objective, not the geometry: at small temperatures the loss
+saturates (gradients ~ e^{-margin/tau}) and very different Grams have objectives equal to within the
+tolerance, or to within rounding, so a certified Gram need not be near a minimiser. Which minimiser, and
+whether there is only one, is decided separately (``ufm.solvers.verdict``) and reported as a geometry
+verdict: ``exact``, ``not unique`` or ``unresolved``.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 __all__ = [
     "SolverError",
-    "SolveResult",
+    "Feasibility",
+    "Certificate",
     "dual_gap_bound",
-    "certify_gram",
     "class_mean_gram",
     "class_gram_deltas",
+    "feasibility_of",
 ]
 
 _EPS = np.finfo(np.float64).eps
@@ -66,46 +66,51 @@ class SolverError(RuntimeError):
     """A convex solver did not return a certified optimum (the numbers are in the message)."""
 
 
-@dataclass
-class SolveResult:
-    """Answer of an exact solver of the SCL unconstrained features model.
+@dataclass(frozen=True)
+class Feasibility:
+    """How feasible a Gram is: ``min_eig`` (smallest eigenvalue of the Gram the point represents: for the
+    reduced program the n x n block Gram), ``max_diag_err`` (largest violation of the diagonal bounds),
+    ``min_entry`` (smallest off-diagonal entry, ``None`` without ReLU) and the verdict ``feasible``."""
 
-    gram: the n x n sample Gram (``None`` for the reduced solver unless ``full_gram=True``).
-    objective: f recomputed by the project at the returned Gram (not the solver's own value).
-    status: the convex solver's status string.
-    certificate: ``gap`` (certified upper bound on f - f*), ``lower_bound`` (on f*), ``bound``
-        (tol * max(1, |f|)), ``feasibility`` (min eigenvalue, max |diag - bound|, min entry), ...
-    certified: gap within the bound and the Gram feasible.
-    gram_class: k x k Gram of the class means of the normalised features
-        (K_cd = mean of the (c, d) block of the sample Gram).
-    within: a_c, the within-class off-diagonal value (reduced solver; NaN for a singleton class).
-    across: b, the k x k cross-class values (zero diagonal) (reduced solver).
-    delta_of / delta_etf: distances of the class means to the orthogonal frame / simplex ETF
-        (``ufm.geometry.delta_of_from_means`` conventions, computed from ``gram_class``).
+    min_eig: float
+    max_diag_err: float
+    min_entry: float | None
+    feasible: bool
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Certificate of the OBJECTIVE at a Gram X of a convex Gram program (module docstring).
+
+    objective: f(X), recomputed by the project. lower_bound: a proved lower bound on f* (the best of the
+    dual bounds of every candidate tried). gap: objective - lower_bound (>= f(X) - f*). bound: the
+    accepted gap, ``tolerance * max(1, |objective|)``. certified: X feasible and gap <= bound.
+    method: which multipliers gave the bound (``analytic`` or ``dual_sdp``); gaps: every bound tried.
+    lambda_min_S: smallest eigenvalue of the dual slack before the shift. candidate: which polished
+    candidate X is; candidates: name -> (objective, own gap, feasible) of every candidate certified.
+    duals: the multipliers (l, u, N) and the shifted dual slack S (arrays; not part of ``to_dict``).
     """
 
-    gram: np.ndarray | None
     objective: float
-    status: str
-    certificate: dict
+    lower_bound: float
+    gap: float
+    bound: float
+    tolerance: float
     certified: bool
-    seconds: float
-    solver: str
+    feasibility: Feasibility
     method: str
-    delta_of: float
-    delta_etf: float
-    gram_class: np.ndarray | None = None
-    within: np.ndarray | None = None
-    across: np.ndarray | None = None
-    counts: np.ndarray | None = None
-    temperature: float = 0.1
-    relu: bool = True
-    polished: bool = False
-    info: dict = field(default_factory=dict)
+    gaps: dict
+    lambda_min_S: float
+    candidate: str = ""
+    candidates: dict = field(default_factory=dict)
+    duals: dict | None = field(default=None, repr=False, compare=False)
 
-    @property
-    def gap(self) -> float:
-        return float(self.certificate["gap"])
+    def to_dict(self) -> dict:
+        """Everything but the multipliers, as plain Python values (for JSON)."""
+        out = {f: getattr(self, f) for f in ("objective", "lower_bound", "gap", "bound", "tolerance", "certified",
+                                             "method", "gaps", "lambda_min_S", "candidate", "candidates")}
+        out["feasibility"] = asdict(self.feasibility)
+        return out
 
 
 # ----------------------------------------------------------------------------- class-mean geometry
@@ -184,7 +189,8 @@ def _bound_from_duals(a, x, lo, hi, nonneg, l, u, nmat):
     # floating-point allowance for the sums below (a few ulps of the magnitudes involved)
     mag = float(np.abs(a * x).sum() + np.abs(l * lo).sum() + np.abs(u * hi).sum())
     slack = 4.0 * (k + 2) * _EPS * mag
-    return lower - slack, {"lambda_min_S": lam, "shift": t, "l": l, "u": u, "N": nmat}
+    # the dual slack after the shift: A - Diag(l - u) - N = S + t I (PSD up to the rounding margin)
+    return lower - slack, {"lambda_min_S": lam, "shift": t, "l": l, "u": u, "N": nmat, "S": s + t * np.eye(k)}
 
 
 def _complementary_duals(a, x, lo, hi, nonneg, zero_tol):
@@ -231,6 +237,17 @@ def _dual_sdp_duals(a, lo, hi, nonneg, solver="CLARABEL", **opts):
     wv = np.asarray(w.value, dtype=np.float64)
     nv = np.asarray(nmat.value, dtype=np.float64) if nonneg else np.zeros((k, k))
     return np.maximum(wv, 0.0), np.maximum(-wv, 0.0), nv
+
+
+def feasibility_of(x, lo, hi, nonneg: bool, represented_min_eig: float | None = None, feas_tol: float = 1e-9,
+                   diag_tol: float = 1e-12) -> Feasibility:
+    """Feasibility of X in C (module docstring); ``represented_min_eig`` replaces X's own smallest eigenvalue
+    when X stands for a larger Gram (the reduced program's block Gram)."""
+    f = _feasibility(x, lo, hi, nonneg)
+    min_eig = f["min_eig"] if represented_min_eig is None else min(f["min_eig"], represented_min_eig)
+    ok = _is_feasible(dict(f, min_eig=min_eig), nonneg, feas_tol, diag_tol)
+    return Feasibility(min_eig=float(min_eig), max_diag_err=float(max(f["max_diag_violation"], f["asymmetry"])),
+                       min_entry=f["min_entry"] if nonneg else None, feasible=ok)
 
 
 def _feasibility(x, lo, hi, nonneg) -> dict:
@@ -300,44 +317,7 @@ def dual_gap_bound(grad, point, lo, hi, nonneg: bool, dual_sdp: bool | str = "au
     spread = float(2.0 * max(1.0, float(np.max(hi))) * np.abs(a).sum())
     return {"gap": float(gap), "spread": spread, "lower": lower, "linear_value": ax, "method": how,
             "gaps": gaps, "lambda_min_S": info["lambda_min_S"], "shift": info["shift"],
-            "duals": {"l": info["l"], "u": info["u"], "N": info["N"]}}
-
-
-def certify_gram(gram, labels, batches=None, temperature: float = 0.1, relu: bool = True, tol: float = 1e-7,
-                 dual_sdp: bool | str = "auto", feas_tol: float = 1e-9, diag_tol: float = 1e-12,
-                 solver: str = "CLARABEL") -> dict:
-    """Certificate of the n x n program ``min f(G) s.t. G PSD, diag G = 1 (, G >= 0 with relu)``.
-
-    Returns a dict: ``objective`` f(G), ``gap`` (certified bound on f(G) - f*), ``lower_bound``
-    (f(G) - gap <= f*), ``bound`` = tol * max(1, |f(G)|), ``feasibility`` (``min_eig``,
-    ``max_diag_err``, ``min_entry``, ``feasible``), ``certified``, ``method`` (which multipliers gave
-    the gap) and ``gaps`` (every construction tried). Works for any batching.
-    """
-    from ufm.solvers.objective import scl_gram_objective
-
-    g = np.asarray(gram, dtype=np.float64)
-    f, a = scl_gram_objective(g, labels, batches, temperature, grad=True)
-    n = g.shape[0]
-    ones = np.ones(n)
-    target = tol * max(1.0, abs(f))
-    dg = dual_gap_bound(a, g, ones, ones, relu, dual_sdp=dual_sdp, target=target, solver=solver)
-    feas = _feasibility(g, ones, ones, relu)
-    feasible = _is_feasible(feas, relu, feas_tol, diag_tol)
-    return {
-        "objective": float(f),
-        "gap": dg["gap"],
-        "lower_bound": float(f - dg["gap"]),
-        "bound": target,
-        "tolerance": tol,
-        "certified": bool(feasible and dg["gap"] <= target),
-        "feasibility": {"min_eig": feas["min_eig"], "max_diag_err": feas["max_diag_violation"],
-                        "min_entry": feas["min_entry"] if relu else None, "feasible": feasible},
-        "method": dg["method"],
-        "gaps": dg["gaps"],
-        "lambda_min_S": dg["lambda_min_S"],
-        "spread": dg["spread"],
-        "geometry_resolved": bool(dg["spread"] > 10 * target),
-    }
+            "duals": {"l": info["l"], "u": info["u"], "N": info["N"], "S": info["S"]}}
 
 
 # ----------------------------------------------------------------------------- polishing helpers
@@ -446,55 +426,3 @@ def _cg(hv, b, iters: int, tol: float) -> np.ndarray:
         p = r + (rr_new / rr) * p
         rr = rr_new
     return x if np.any(x) else b
-
-
-# ----------------------------------------------------------------------------- choosing the answer
-def select_certified(first, candidates, certify, polish: bool = True, dual_fallback: bool = True):
-    """Certify the solver's (projected) point and the polished candidates; pick the certified one.
-
-    ``first`` is ``(name, x)``; ``candidates`` yields ``(name, x)`` lazily (stopped once one is
-    certified with a wide margin); ``certify(x, dual_sdp)`` returns a certificate dict (``objective``,
-    ``gap``, ``bound``, ``lower_bound``, ``feasibility``). Every candidate's dual bound is a valid lower
-    bound on f*, so the best of them (``lower``) certifies the chosen point: the feasible candidate with
-    the lowest objective (near-ties go to the earlier, more polished one) is accepted when
-    ``f - lower <= bound``. Otherwise, if ``dual_fallback``, the best feasible point is certified once
-    more with the explicit dual SDP. Returns ``(chosen, evals, lower)``, ``chosen`` = ``(name, x, cert)``
-    with the final certificate, or ``None`` when nothing is certified.
-    """
-    name, x = first
-    cert = certify(x, False)
-    evals = [(name, x, cert)]
-    lower = cert["lower_bound"]
-    if polish:
-        for name, x in candidates:
-            cert = certify(x, False)
-            evals.insert(len(evals) - 1, (name, x, cert))
-            lower = max(lower, cert["lower_bound"])
-            if cert["feasibility"]["feasible"] and cert["gap"] <= 1e-3 * cert["bound"]:
-                break
-    chosen = None
-    feasible = [e for e in evals if e[2]["feasibility"]["feasible"]]
-    if feasible:
-        fmin = min(e[2]["objective"] for e in feasible)
-        best = next(e for e in feasible if e[2]["objective"] <= fmin + 1e-14 * max(1.0, abs(fmin)))
-        if best[2]["objective"] - lower <= best[2]["bound"]:
-            chosen = best
-    if chosen is None and feasible and dual_fallback:
-        name, x, _ = min(feasible, key=lambda e: e[2]["objective"])
-        cert = certify(x, True)
-        lower = max(lower, cert["lower_bound"])
-        if cert["feasibility"]["feasible"] and cert["objective"] - lower <= cert["bound"]:
-            chosen = (name, x, cert)
-    if chosen is None:
-        return None, evals, lower
-    name, x, cert = chosen
-    f = cert["objective"]
-    cert = dict(cert)
-    cert["own_gap"] = cert["gap"]
-    cert["gap"] = float(max(0.0, f - lower))
-    cert["lower_bound"] = float(lower)
-    cert["certified"] = True
-    cert["candidate"] = name
-    cert["candidates"] = {nm: {"objective": c["objective"], "gap": c["gap"], "feasible": c["feasibility"]["feasible"]}
-                          for nm, _, c in evals}
-    return (name, x, cert), evals, lower

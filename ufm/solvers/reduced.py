@@ -39,19 +39,11 @@ import warnings
 import numpy as np
 from scipy.special import logsumexp
 
-from ufm.solvers.certificate import (
-    SolveResult,
-    SolverError,
-    _feasibility,
-    _is_feasible,
-    _numerical_ranks,
-    bm_refine,
-    class_gram_deltas,
-    dual_gap_bound,
-    select_certified,
-)
+from ufm.solvers.certificate import Certificate, SolverError, _numerical_ranks, bm_refine
+from ufm.solvers.pipeline import GramProgram, SolveResult, certify, solve_program
 
 __all__ = [
+    "ReducedProgram",
     "solve_reduced",
     "reduced_objective",
     "certify_class_gram",
@@ -176,41 +168,61 @@ def _full_feasibility(kmat, n, relu) -> dict:
             "min_entry": float(min(entries)) if relu else None}
 
 
-# ----------------------------------------------------------------------------- certificate
+# ----------------------------------------------------------------------------- the program
+class ReducedProgram(GramProgram):
+    """The k x k program of the module docstring as a :class:`~ufm.solvers.pipeline.GramProgram`."""
+
+    kind = "reduced"
+
+    def __init__(self, counts, temperature: float, relu: bool):
+        n = _check_counts(counts)
+        lo, hi = class_gram_bounds(n, relu)
+        super().__init__(lo, hi, relu, _check_temperature(temperature), relu, n)
+        single = n == 1
+        self.unread = np.triu(single[:, None] & single[None, :], 1)  # K_cd of two singletons: no anchor reads it
+
+    def objective(self, x, grad: bool = False):
+        return reduced_objective(x, self.counts, self.temperature, grad=grad)
+
+    def represented_min_eig(self, x) -> float:
+        return _full_feasibility(x, self.counts, self.relu)["min_eig"]
+
+    def known_minimiser(self):
+        """With ReLU: the orthogonal frame K = I (Theorem 1), the only minimiser when at most one class is a
+        singleton (full batch: every other cross-class entry is read by an anchor with a strictly positive
+        multiplier, every anchor class's diagonal has one too)."""
+        if not self.relu or self.unread.any():
+            return None
+        return np.eye(self.counts.size), ("Theorem 1 (with ReLU the orthogonal frame attains f* for any class sizes) "
+                                          "and the uniqueness rule for one full batch with at most one singleton "
+                                          "class: the orthogonal frame is the unique minimiser")
+
+    def flat_moves(self, x):
+        """The entries between two singleton classes are read by no anchor: set them all to 0 or all to 1
+        (all singletons on one vector), from X and, with ReLU, from the orthogonal frame (Theorem 1)."""
+        if not self.unread.any():
+            return
+        block = self.unread | self.unread.T
+        starts = [("returned", x)] + ([("orthogonal frame", np.eye(self.counts.size))] if self.relu else [])
+        for name, x0 in starts:
+            for value in (0.0, 1.0):
+                xm = np.where(block, value, x0)
+                yield f"{name} with the singleton-pair entries at {value:g}", xm
+
+
 def certify_class_gram(class_gram, counts, temperature: float = 0.1, relu: bool = True, tol: float = 1e-9,
-                       dual_sdp: bool | str = "auto", feas_tol: float = 1e-9, diag_tol: float = 1e-12,
-                       solver: str = "CLARABEL") -> dict:
-    """k x k certificate: Frank-Wolfe gap with the dual bound over
+                       dual_sdp: bool | str = "auto", solver: str = "CLARABEL") -> Certificate:
+    """Certificate of the objective at a class Gram K: Frank-Wolfe gap with the dual bound over
     C_K = {K PSD, lo_c <= K_cc <= 1, K_cd >= 0 with ReLU} (``class_gram_bounds``): for l, u, N >= 0
-    with S = A_K - Diag(l - u) - N PSD, <A_K, Y> >= sum_c l_c lo_c - sum_c u_c for all Y in C_K
-    (lo_c = 1/n_c with ReLU). It bounds f - f* of the full n x n problem (module docstring).
+    with S = A_K - Diag(l - u) - N PSD, <A_K, Y> >= sum_c l_c lo_c - sum_c u_c for all Y in C_K. It bounds
+    f - f* of the full n x n problem (module docstring); feasibility is that of the n x n Gram K stands for.
     """
-    n = _check_counts(counts)
+    program = ReducedProgram(counts, temperature, relu)
     kmat = np.asarray(class_gram, dtype=np.float64)
-    f, a = reduced_objective(kmat, n, temperature, grad=True)
-    lo, hi = class_gram_bounds(n, relu)
-    target = tol * max(1.0, abs(f))
-    dg = dual_gap_bound(a, kmat, lo, hi, relu, dual_sdp=dual_sdp, target=target, solver=solver)
-    feas = _feasibility(kmat, lo, hi, relu)
-    feasible = _is_feasible(feas, relu, feas_tol, diag_tol)
-    full = _full_feasibility(kmat, n, relu)
-    feasible = feasible and full["min_eig"] >= -feas_tol
-    return {
-        "objective": f,
-        "gap": dg["gap"],
-        "lower_bound": float(f - dg["gap"]),
-        "bound": target,
-        "tolerance": tol,
-        "certified": bool(feasible and dg["gap"] <= target),
-        "feasibility": {"min_eig": full["min_eig"], "max_diag_err": full["max_diag_err"],
-                        "min_entry": full["min_entry"], "class_gram_min_eig": feas["min_eig"],
-                        "class_gram_diag_violation": feas["max_diag_violation"], "feasible": bool(feasible)},
-        "method": dg["method"],
-        "gaps": dg["gaps"],
-        "lambda_min_S": dg["lambda_min_S"],
-        "spread": dg["spread"],
-        "geometry_resolved": bool(dg["spread"] > 10 * target),
-    }
+    if kmat.shape != (program.counts.size,) * 2:
+        raise ValueError(f"class_gram must be ({program.counts.size}, {program.counts.size}) for "
+                         f"{program.counts.size} classes, got {kmat.shape}")
+    return certify(program, kmat, tol, dual_sdp, solver=solver)
 
 
 # ----------------------------------------------------------------------------- interior point
@@ -435,74 +447,84 @@ def _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts):
 
 
 # ----------------------------------------------------------------------------- the solver
-def solve_reduced(counts, temperature: float = 0.1, relu: bool = True, tol: float = 1e-9, polish: bool = True,
-                  solver: str = "CLARABEL", full_gram: bool = False, max_full_n: int = 5000,
-                  feas_tol: float = 1e-9, symmetry: bool = True, dual_sdp: bool | str = "auto",
-                  max_dual_sdp_k: int = 40, verbose: bool = False, **opts) -> SolveResult:
-    """Exact full-batch minimiser of the SCL UFM for class counts ``counts`` (module docstring).
+def _first_order_start(program: ReducedProgram):
+    """Without an interior point (large k): Burer-Monteiro with unit diagonal from the simplex ETF, rank k - 1
+    (the balanced optimum; the certificate says whether the diagonal bounds are right)."""
+    from ufm.geometry import simplex_etf_gram
 
-    Solves the k x k conic program (one ``log_sum_exp(axis=1)`` over the anchor rows, K PSD, bounds)
-    with ``solver``, polishes the answer onto its active face (bounds b_cd = 0, K_cc = 1, K_cc = 1/n_c
-    read off the solution and the gradient signs; the free entries re-optimised by Burer-Monteiro +
-    Newton, or re-solved with the bounds imposed) and certifies it with the k x k dual certificate
-    (``certify_class_gram``). Every candidate's dual bound is a valid lower bound on f*; the best one
-    certifies the returned K. Returns a :class:`SolveResult` with ``gram_class`` (K), ``within`` (a_c),
-    ``across`` (b), and ``gram`` only with ``full_gram=True`` (refused above ``max_full_n`` samples).
-    Raises :class:`SolverError` when no candidate is certified to ``tol * max(1, |f|)``.
+    k = program.counts.size
+    x0 = simplex_etf_gram(k) if not program.relu else np.eye(k)
+    x, _ = bm_refine(lambda x: program.objective(x, grad=True), x0, np.ones(k), max(1, k - 1), newton_steps=4,
+                     maxiter=2000)
+    if program.relu:
+        x = np.maximum(x, 0.0)
+    return x
 
-    symmetry: when several classes have the same count, solve the smaller program over the distinct
-        counts (``_solve_ip_groups``; exact by the same averaging argument) and expand it to k x k
-        before polishing and certifying (k = 100 equal classes: one group, seconds instead of minutes:
-        the interior-point cost of a k x k PSD cone grows like k^6).
-    dual_sdp: "auto" also solves the explicit k x k dual SDP when the returned K is singular (the PSD
-        constraint is active, e.g. without ReLU) or when the analytic multipliers do not certify, for
-        k <= ``max_dual_sdp_k``; True always; False never. Every bound is reported in
-        ``certificate["gaps"]``; the best one is ``certificate["gap"]``.
-    """
-    t0 = time.perf_counter()
-    n = _check_counts(counts)
-    tau = _check_temperature(temperature)
-    if not (np.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be positive, got {tol}")
-    n_total = int(n.sum())
-    if full_gram and n_total > max_full_n:
-        raise ValueError(f"full_gram=True would build a {n_total} x {n_total} Gram (max_full_n={max_full_n}); "
-                         "use gram_class / within / across, or ufm.solvers.class_gram_to_gram on fewer samples")
-    lo, hi = class_gram_bounds(n, relu)
-    if solver.upper() == "CLARABEL":
-        opts = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500, **opts}
-    grouped = symmetry and np.unique(n).size < n.size
-    if grouped:
+
+def _interior_point_start(program, n, relu, lo, hi, symmetry, solver, verbose, opts):
+    """The conic program (grouped over equal counts when asked) and its projection onto C_K."""
+    tau = program.temperature
+    if symmetry and np.unique(n).size < n.size:
         k0, status = _solve_ip_groups(n, tau, relu, solver, verbose=verbose, **opts)
     else:
         k0, status = _solve_ip(n, tau, relu, solver, verbose=verbose, **opts)
+    return k0, _project(k0, lo, hi, relu), status
 
-    raw = _project(k0, lo, hi, relu)
-    chosen, evals, lower = select_certified(
-        ("interior_point(projected)", raw), _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts),
-        lambda x, dual: certify_class_gram(x, n, tau, relu, tol, dual_sdp=dual, feas_tol=feas_tol),
-        polish=polish, dual_fallback=dual_sdp is not False and n.size <= max_dual_sdp_k)
-    if chosen is None:
-        summary = "; ".join(
-            f"{nm}: f={c['objective']:.15g}, own gap={c['gap']:.3g}, feasible={c['feasibility']['feasible']}, "
-            f"min_eig={c['feasibility']['min_eig']:.3g}" for nm, _, c in evals)
-        raise SolverError(f"the reduced program for counts {n.tolist()} (relu={relu}, tau={tau}) was not certified "
-                          f"to tol={tol}: best lower bound {lower:.15g}; candidates: {summary}; solver status {status}")
-    name, kmat, cert = chosen
-    if dual_sdp is True or (dual_sdp == "auto" and n.size <= max_dual_sdp_k
-                            and np.linalg.eigvalsh(kmat)[0] < 1e-9 * max(1.0, np.abs(kmat).max())):
-        # the PSD constraint is active (singular K): also report the bound of the explicit dual SDP
-        extra = certify_class_gram(kmat, n, tau, relu, tol, dual_sdp=True, feas_tol=feas_tol)
-        lower = max(lower, extra["lower_bound"])
-        cert = dict(cert, gaps={**cert["gaps"], **extra["gaps"]}, lower_bound=float(lower),
-                    gap=float(max(0.0, cert["objective"] - lower)))
-    f = cert["objective"]
+
+def solve_reduced(counts, temperature: float = 0.1, relu: bool = True, tol: float = 1e-9, polish: bool = True,
+                  solver: str = "CLARABEL", full_gram: bool = False, max_full_n: int = 5000,
+                  symmetry: bool = True, dual_sdp: bool | str = "auto", max_dual_sdp_k: int = 40,
+                  max_ip_k: int = 60, geometry_tol: float = 1e-4, verbose: bool = False, **opts) -> SolveResult:
+    """Exact full-batch minimiser of the SCL UFM for class counts ``counts`` (module docstring).
+
+    Starting point: with ReLU and a unique minimiser, the orthogonal frame (Theorem 1: no solver needed);
+    otherwise the k x k conic program (one ``log_sum_exp(axis=1)`` over the anchor rows, K PSD, bounds) when
+    it has at most ``max_ip_k`` distinct counts, else Burer-Monteiro from the simplex ETF. Candidates are
+    polished onto their active face (bounds b_cd = 0, K_cc = 1, K_cc = 1/n_c read off the solution and the
+    gradient signs; free entries re-optimised by Burer-Monteiro + Newton, or re-solved with the bounds
+    imposed), the objective certified by the k x k dual certificate, and the geometry decided
+    (``ufm.solvers.verdict``). Returns a :class:`~ufm.solvers.pipeline.SolveResult`: ``certificate`` (the
+    objective), ``geometry`` (the verdict), ``gram_class`` (K returned), ``within`` (a_c), ``across`` (b),
+    ``gram`` only with ``full_gram=True`` (refused above ``max_full_n`` samples). Raises
+    :class:`SolverError` when no candidate is certified to ``tol * max(1, |f|)``.
+
+    symmetry: when several classes have the same count, solve the smaller program over the distinct counts
+        (``_solve_ip_groups``; exact by the same averaging argument) and expand it to k x k.
+    dual_sdp: "auto" also solves the explicit k x k dual SDP when the analytic multipliers do not certify,
+        for k <= ``max_dual_sdp_k``; True always; False never.
+    geometry_tol: the largest distance (max entry of K) between the returned Gram and the minimiser that
+        the verdict ``exact`` accepts.
+    """
+    t0 = time.perf_counter()
+    program = ReducedProgram(counts, temperature, relu)
+    n, tau = program.counts, program.temperature
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be positive, got {tol}")
+    if full_gram and int(n.sum()) > max_full_n:
+        raise ValueError(f"full_gram=True would build a {int(n.sum())} x {int(n.sum())} Gram (max_full_n={max_full_n}); "
+                         "use gram_class / within / across, or ufm.solvers.class_gram_to_gram on fewer samples")
+    lo, hi = program.lo, program.hi
+    if solver.upper() == "CLARABEL":
+        opts = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500, **opts}
+    distinct = np.unique(n).size if symmetry else n.size
+    known = program.known_minimiser()
+    k0, candidates, status = None, iter(()), "not run"
+    if known is not None and n.size > max_ip_k:
+        first = ("orthogonal frame (Theorem 1)", known[0])
+    elif distinct <= max_ip_k:
+        k0, raw, status = _interior_point_start(program, n, relu, lo, hi, symmetry, solver, verbose, opts)
+        first = ("interior_point(projected)", raw)
+        candidates = _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts)
+    else:
+        first = ("burer_monteiro(from the simplex ETF)", _first_order_start(program))
+    kmat, cert, verdict, name = solve_program(
+        program, first, candidates, tol=tol, polish=polish, geometry_tol=geometry_tol, status=status,
+        dual_fallback=dual_sdp is not False and n.size <= max_dual_sdp_k,
+        certify_opts={"solver": solver})
     within, across = _within_across(kmat, n)
-    d_of, d_etf = class_gram_deltas(kmat)
-    gram = class_gram_to_gram(kmat, n) if full_gram else None
     return SolveResult(
-        gram=gram, objective=f, status=status, certificate=cert, certified=True,
-        seconds=time.perf_counter() - t0, solver=solver, method="reduced", delta_of=d_of, delta_etf=d_etf,
-        gram_class=kmat, within=within, across=across, counts=n, temperature=tau, relu=relu,
-        polished=not name.startswith("interior_point"), info={"raw_class_gram": k0},
+        gram=class_gram_to_gram(kmat, n) if full_gram else None, gram_class=kmat, objective=cert.objective,
+        certificate=cert, geometry=verdict, status=status, seconds=time.perf_counter() - t0, solver=solver,
+        method="reduced", counts=n, temperature=tau, relu=relu, polished=not name.startswith("interior_point"),
+        within=within, across=across, info={"raw_class_gram": k0},
     )

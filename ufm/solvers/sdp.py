@@ -27,19 +27,115 @@ import numpy as np
 import scipy.sparse as sp
 
 from ufm._checks import as_label_array
-from ufm.solvers.certificate import (
-    SolveResult,
-    SolverError,
-    _numerical_ranks,
-    bm_refine,
-    certify_gram,
-    class_gram_deltas,
-    class_mean_gram,
-    select_certified,
-)
+from ufm.geometry import orthogonal_frame_gram
+from ufm.solvers.certificate import Certificate, SolverError, _numerical_ranks, bm_refine, class_mean_gram
 from ufm.solvers.objective import normalize_batching, scl_gram_objective
+from ufm.solvers.pipeline import GramProgram, SolveResult, certify, solve_program
 
-__all__ = ["solve_sdp", "sdp_memory_estimate"]
+__all__ = ["SampleGramProgram", "solve_sdp", "sdp_memory_estimate", "certify_gram", "read_components"]
+
+
+# ----------------------------------------------------------------------------- the program
+def read_components(labels, batches) -> np.ndarray:
+    """Connected components of the graph of READ pairs: i ~ j when some batch holds both and one of them has
+    a same-class partner there (an anchor term then reads G_ij). Entries between two components are read
+    by no anchor term. Returns the component label of every sample."""
+    from scipy.sparse.csgraph import connected_components
+
+    y = as_label_array(labels)
+    rows, cols = [], []
+    for b in normalize_batching(y.size, batches):
+        yb = y[b]
+        anchors = b[np.bincount(yb)[yb] >= 2] if b.size else b
+        if anchors.size:  # every sample of b is read by this anchor: join b to it
+            rows.append(b)
+            cols.append(np.full(b.size, anchors[0]))
+    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    graph = sp.csr_matrix((np.ones(r.size, dtype=np.int8), (r, c)), shape=(y.size, y.size))
+    return connected_components(graph, directed=False)[1]
+
+
+class SampleGramProgram(GramProgram):
+    """The n x n program of the module docstring as a :class:`~ufm.solvers.pipeline.GramProgram`."""
+
+    kind = "n x n"
+
+    def __init__(self, labels, batches, temperature: float, relu: bool):
+        y = as_label_array(labels)
+        ones = np.ones(y.size)
+        super().__init__(ones, ones, relu, temperature, relu, np.bincount(np.unique(y, return_inverse=True)[1]))
+        self.labels = y
+        self.batches = normalize_batching(y.size, batches)
+        self.components = read_components(y, self.batches)
+        self._uniqueness = None
+
+    def objective(self, x, grad: bool = False):
+        return scl_gram_objective(x, self.labels, self.batches, self.temperature, grad=grad)
+
+    def class_gram(self, x) -> np.ndarray:
+        return class_mean_gram(x, self.labels)
+
+    def uniqueness(self):
+        from ufm.batching import uniqueness_conditions
+
+        if self._uniqueness is None:
+            self._uniqueness = uniqueness_conditions(self.labels, self.batches)
+        return self._uniqueness
+
+    def known_minimiser(self):
+        """With ReLU and a batching the uniqueness rule proves unique: the orthogonal frame."""
+        if not self.relu or not self.uniqueness().unique:
+            return None
+        return orthogonal_frame_gram(self.labels), ("Theorem 1 (with ReLU the orthogonal frame attains f* for every "
+                                                    "batching) and the uniqueness rule (ufm.batching."
+                                                    "uniqueness_conditions: unique for this batching)")
+
+    def flat_moves(self, x):
+        """Entries between two read components are read by no anchor: zero them (block-diagonal, feasible), or
+        (no ReLU) flip the sign of every other component. With ReLU and a batching the uniqueness rule proves
+        NOT unique, the orthogonal frame (a minimiser by Theorem 1) is exhibited too."""
+        comp = self.components
+        if self.relu and self.uniqueness().verdict == "not unique":
+            yield "orthogonal frame (Theorem 1)", orthogonal_frame_gram(self.labels)
+        if comp.max() == 0:
+            return
+        same = comp[:, None] == comp[None, :]
+        yield "block-diagonal over the read components", np.where(same, x, 0.0)
+        if not self.relu:
+            sign = np.where(comp % 2 == 0, 1.0, -1.0)
+            yield "every other read component negated", x * sign[:, None] * sign[None, :]
+            yield "the read components' factors in one shared space", _shared_space(x, comp)
+
+
+def _shared_space(x, comp) -> np.ndarray:
+    """Factor each component's diagonal block, X_CC = V_C V_C^T, and stack the factors in one space:
+    the within-component blocks are unchanged (to rounding), the cross-component entries become
+    V_C V_D^T (without ReLU every such Gram is feasible)."""
+    factors = []
+    for c in np.unique(comp):
+        idx = np.flatnonzero(comp == c)
+        w, q = np.linalg.eigh(x[np.ix_(idx, idx)])
+        keep = w > 1e-12 * max(1.0, w[-1])
+        factors.append((idx, q[:, keep] * np.sqrt(w[keep])))
+    r = max(f.shape[1] for _, f in factors)
+    v = np.zeros((x.shape[0], r))
+    for idx, f in factors:
+        v[idx, :f.shape[1]] = f
+    g = v @ v.T
+    np.fill_diagonal(g, 1.0)
+    return g
+
+
+def certify_gram(gram, labels, batches=None, temperature: float = 0.1, relu: bool = True, tol: float = 1e-7,
+                 dual_sdp: bool | str = "auto", solver: str = "CLARABEL") -> Certificate:
+    """Certificate of the objective of the n x n program ``min f(G) s.t. G PSD, diag G = 1 (, G >= 0 with
+    relu)`` at G (any batching): ``gap`` bounds f(G) - f*, ``lower_bound`` = f(G) - gap <= f*."""
+    g = np.asarray(gram, dtype=np.float64)
+    y = as_label_array(labels)
+    if g.shape != (y.size, y.size):
+        raise ValueError(f"gram must be ({y.size}, {y.size}) for {y.size} labels, got {g.shape}")
+    return certify(SampleGramProgram(y, batches, temperature, relu), g, tol, dual_sdp, solver=solver)
 
 
 def sdp_memory_estimate(n: int, n_exp_cones: int, solver: str = "CLARABEL") -> int:
@@ -201,52 +297,64 @@ def _cluster_candidates(g0, y, batches, tau, relu):
             yield f"merged+projected(delta={delta})", expand(np.where(zpin, 0.0, h))
 
 
-def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True, solver: str = "CLARABEL",
-              max_n: int = 120, tol: float = 1e-7, polish: bool = True, max_memory: int | None = None,
-              max_dual_sdp_n: int = 60, verbose: bool = False, **opts) -> SolveResult:
-    """Certified minimiser of the n x n Gram program (module docstring) for any batching.
+def _component_problems(program: SampleGramProgram):
+    """The read components with their batches (restricted to the component, re-indexed): f is the sum of
+    the components' objectives, which read disjoint sets of entries."""
+    comp = program.components
+    for c in np.unique(comp):
+        idx = np.flatnonzero(comp == c)
+        local = np.full(comp.size, -1)
+        local[idx] = np.arange(idx.size)
+        batches = [local[b[comp[b] == c]] for b in program.batches if np.any(comp[b] == c)]
+        yield idx, program.labels[idx], [b for b in batches if b.size >= 2]
 
-    labels: (n,) class indices; batches: list of index arrays (``None``: one full batch);
-    relu: add G >= 0. ``opts`` go to cvxpy's ``solve`` (solver settings). Sizes above ``max_n`` or
-    whose estimated memory (:func:`sdp_memory_estimate`) exceeds ``max_memory`` (default: half the
-    available memory) are refused: full-batch problems of any size go to ``solve_reduced(counts)``,
-    mini-batch problems at scale to gradient descent (``ufm.solvers.solve_gd``).
 
-    Returns a :class:`SolveResult` (``gram``, ``objective`` = f recomputed at ``gram``, ``certificate``
-    from :func:`certify_gram` with every candidate's lower bound combined, ``delta_of`` / ``delta_etf``
-    of the class means implied by the Gram). Raises :class:`SolverError` when the solver fails or no
-    candidate is certified to ``tol * max(1, |f|)``.
-    """
-    t0 = time.perf_counter()
-    y = as_label_array(labels)
-    n = y.size
-    if n < 2:
-        raise ValueError(f"the SDP needs at least two samples, got {n}")
-    tau = float(temperature)
-    if not (np.isfinite(tau) and tau > 0):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
-    if not (np.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be positive, got {tol}")
-    blist = normalize_batching(n, batches)
-    if n > max_n:
-        raise ValueError(
-            f"n={n} samples exceeds max_n={max_n} for the n x n SDP (the interior-point method's memory grows "
-            f"like n^4). For one full batch use ufm.solvers.solve_reduced(counts) (exact, any n, seconds); "
-            f"for mini-batches at this size use gradient descent on free features (ufm.solvers.solve_gd)")
-    rows_by_m, wpos, n_exp = _structure(y, blist)
-    if n_exp == 0:
-        raise ValueError("no batch has an anchor (a sample with a same-class partner in its batch): "
-                         "the objective is identically zero")
+def _component_optimum(y, batches, program, rank, seed, steps) -> np.ndarray:
+    """An (approximate) optimum of one read component: a single batch is a full-batch problem, solved by the
+    exact reduced program; several overlapping batches by Burer-Monteiro (L-BFGS on free features, then
+    Newton polishing, ``ufm.solvers.certificate.bm_refine``)."""
+    from ufm.solvers.gd import solve_gd
+    from ufm.solvers.reduced import class_gram_to_gram, solve_reduced
+
+    m = y.size
+    classes, yi = np.unique(y, return_inverse=True)
+    if m == 1 or not batches:
+        return np.eye(m)
+    if len(batches) == 1 and batches[0].size == m:
+        if classes.size == 1:  # a single-class batch: minimal when all its entries are equal; take 1
+            return np.ones((m, m))
+        counts = np.bincount(yi)
+        kmat = solve_reduced(counts, program.temperature, relu=program.relu, dual_sdp=False).gram_class
+        order = np.argsort(yi, kind="stable")
+        g = np.empty((m, m))
+        g[np.ix_(order, order)] = class_gram_to_gram(kmat, counts)
+        return g
+    r = int(rank) if rank is not None else classes.size + 2
+    res = solve_gd(yi, r, temperature=program.temperature, relu=program.relu, batches=batches, optimizer="lbfgs",
+                   steps=steps, seed=seed, tol=1e-15)
+    z = res.features / np.linalg.norm(res.features, axis=1, keepdims=True)
+    g = z @ z.T
+    if not program.relu:
+        def fg(x):
+            return scl_gram_objective(x, yi, batches, program.temperature, grad=True)
+        g, _ = bm_refine(fg, g, np.ones(m), r, newton_steps=8, maxiter=500)
+    np.fill_diagonal(g, 1.0)
+    return np.maximum(g, 0.0) if program.relu else g
+
+
+def _interior_point(program, n, solver, max_memory, verbose, opts):
+    """The conic program of the module docstring; returns (raw Gram, status, memory estimate)."""
+    import cvxpy as cp
+
+    rows_by_m, wpos, n_exp = _structure(program.labels, program.batches)
     need = sdp_memory_estimate(n, n_exp, solver)
     budget = max_memory if max_memory is not None else _available_memory() // 2
     if need > budget:
         raise ValueError(
-            f"the n x n SDP with n={n} and {n_exp} exponential cones needs about {need / 2**30:.1f} GiB, over the "
-            f"budget of {budget / 2**30:.1f} GiB. For one full batch use ufm.solvers.solve_reduced(counts); "
-            f"for mini-batches use gradient descent on free features (ufm.solvers.solve_gd)")
-    import cvxpy as cp
-
-    prob, gvar = _build_problem(n, rows_by_m, wpos, tau, relu)
+            f"the interior-point n x n SDP with n={n} and {n_exp} exponential cones needs about {need / 2**30:.1f} GiB, "
+            f"over the budget of {budget / 2**30:.1f} GiB: use method='low-rank' (any n), or for one full batch "
+            "ufm.solvers.solve_reduced(counts)")
+    prob, gvar = _build_problem(n, rows_by_m, wpos, program.temperature, program.relu)
     if solver.upper() == "CLARABEL":
         opts = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500, **opts}
     try:
@@ -259,28 +367,80 @@ def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True,
     if gvar.value is None or status not in ("optimal", "optimal_inaccurate"):
         raise SolverError(f"{solver} did not solve the n={n} SDP: status {status}")
     g0 = np.asarray(gvar.value, dtype=np.float64)
-    g0 = (g0 + g0.T) / 2
+    return (g0 + g0.T) / 2, status, need
 
-    raw = _project_gram(g0, relu)
-    chosen, evals, lower = select_certified(
-        ("interior_point(projected)", raw), _cluster_candidates(raw, y, blist, tau, relu),
-        lambda g, dual: certify_gram(g, y, blist, tau, relu, tol, dual_sdp=dual),
-        polish=polish, dual_fallback=n <= max_dual_sdp_n)
-    if chosen is None:
-        summary = "; ".join(
-            f"{nm}: f={c['objective']:.12g}, own gap={c['gap']:.3g}, min_eig={c['feasibility']['min_eig']:.3g}, "
-            f"feasible={c['feasibility']['feasible']}" for nm, _, c in evals)
-        raise SolverError(
-            f"{solver} reported '{status}' on the n={n} SDP (relu={relu}, tau={tau}) but no answer is certified to "
-            f"tol={tol}: best lower bound on f* {lower:.12g}; {summary}")
-    name, g, cert = chosen
-    f = cert["objective"]
-    kmat = class_mean_gram(g, y)
-    d_of, d_etf = class_gram_deltas(kmat)
+
+def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True, solver: str = "CLARABEL",
+              method: str = "auto", max_n: int = 120, tol: float = 1e-7, polish: bool = True,
+              max_memory: int | None = None, max_dual_sdp_n: int = 60, rank: int | None = None, seed: int = 0,
+              steps: int = 3000, geometry_tol: float = 1e-4, verbose: bool = False, **opts) -> SolveResult:
+    """Certified minimiser of the n x n Gram program (module docstring) for any batching.
+
+    labels: (n,) class indices; batches: list of index arrays (``None``: one full batch); relu: G >= 0.
+    method: ``"interior"`` (cvxpy, ``solver``; n up to ``max_n`` and the memory estimate), ``"low-rank"``
+        (Burer-Monteiro: L-BFGS on n x ``rank`` features, default rank k + 2, any n; the rank is doubled
+        while the certificate's dual slack has a negative eigenvalue) or ``"auto"`` (interior up to
+        ``max_n`` samples, low-rank above). Whatever found the point, the project certifies it.
+    With ReLU above ``max_n`` (or ``method="low-rank"``) no solver runs: the orthogonal frame attains f* for
+    every batching (Theorem 1) and is the candidate the pipeline certifies. ``opts`` go to cvxpy's ``solve``.
+
+    Returns a :class:`~ufm.solvers.pipeline.SolveResult`: ``certificate`` (the objective: gap, lower bound),
+    ``geometry`` (the verdict: ``exact``, ``not unique`` with the range of ``delta_of`` over exhibited
+    minimisers, or ``unresolved``), ``gram``, ``gram_class``. Raises :class:`SolverError` when no
+    candidate is certified to ``tol * max(1, |f|)``.
+    """
+    t0 = time.perf_counter()
+    y = as_label_array(labels)
+    n = y.size
+    if n < 2:
+        raise ValueError(f"the SDP needs at least two samples, got {n}")
+    tau = float(temperature)
+    if not (np.isfinite(tau) and tau > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be positive, got {tol}")
+    if method not in ("auto", "interior", "low-rank"):
+        raise ValueError(f"method must be 'auto', 'interior' or 'low-rank', got {method!r}")
+    program = SampleGramProgram(y, batches, tau, relu)
+    if _structure_is_empty(y, program.batches):
+        raise ValueError("no batch has an anchor (a sample with a same-class partner in its batch): "
+                         "the objective is identically zero")
+    if method == "interior" and n > max_n:
+        raise ValueError(
+            f"n={n} samples exceeds max_n={max_n} for the interior-point n x n SDP (its memory grows like n^4): use "
+            f"method='low-rank' (any n), or for one full batch ufm.solvers.solve_reduced(counts) (exact, any n)")
+    info: dict = {}
+    candidates = iter(())
+    if relu and (method == "low-rank" or (method == "auto" and n > max_n)):
+        # Theorem 1: with ReLU the orthogonal frame attains f* for every batching; the certificate checks it
+        first, status = ("orthogonal frame (Theorem 1)", orthogonal_frame_gram(y)), "not run"
+    elif method == "interior" or (method == "auto" and n <= max_n):
+        g0, status, need = _interior_point(program, n, solver, max_memory, verbose, opts)
+        info = {"raw_gram": g0, "memory_estimate": need}
+        raw = _project_gram(g0, relu)
+        first = ("interior_point(projected)", raw)
+        candidates = _cluster_candidates(raw, y, program.batches, tau, relu)
+    else:
+        first, status = _low_rank(program, rank, seed, steps), "low-rank"
+    g, cert, verdict, name = solve_program(
+        program, first, candidates, tol=tol, polish=polish, geometry_tol=geometry_tol, status=status,
+        dual_fallback=n <= max_dual_sdp_n, certify_opts={"solver": solver})
     return SolveResult(
-        gram=g, objective=f, status=status, certificate=cert, certified=True, seconds=time.perf_counter() - t0,
-        solver=solver, method="sdp", delta_of=d_of, delta_etf=d_etf, gram_class=kmat,
-        counts=np.bincount(np.unique(y, return_inverse=True)[1]), temperature=tau, relu=relu,
-        polished=not name.startswith("interior_point"),
-        info={"raw_gram": g0, "n_exp_cones": n_exp, "memory_estimate": need},
-    )
+        gram=g, gram_class=program.class_gram(g), objective=cert.objective, certificate=cert, geometry=verdict,
+        status=status, seconds=time.perf_counter() - t0, solver=solver if status != "low-rank" else "L-BFGS",
+        method="sdp", counts=program.counts, temperature=tau, relu=relu,
+        polished=not name.startswith("interior_point"), info=info)
+
+
+def _structure_is_empty(y, batches) -> bool:
+    return not any(np.any(np.bincount(y[b])[y[b]] >= 2) for b in batches if b.size)
+
+
+def _low_rank(program: SampleGramProgram, rank, seed, steps):
+    """The first-order candidate: each read component solved on its own, assembled block-diagonally
+    (entries between components are read by no anchor term, and a block-diagonal of PSD blocks is PSD)."""
+    n = program.labels.size
+    g = np.zeros((n, n))
+    for idx, y, batches in _component_problems(program):
+        g[np.ix_(idx, idx)] = _component_optimum(y, batches, program, rank, seed, steps)
+    return "components: reduced program per batch, burer_monteiro otherwise", g

@@ -190,7 +190,14 @@ class ReducedProgram(GramProgram):
     def known_minimiser(self):
         """With ReLU: the orthogonal frame K = I (Theorem 1), the only minimiser when at most one class is a
         singleton (full batch: every other cross-class entry is read by an anchor with a strictly positive
-        multiplier, every anchor class's diagonal has one too)."""
+        multiplier, every anchor class's diagonal has one too). Without ReLU and with equal counts >= 2: the
+        simplex ETF (Theorem 3, unique)."""
+        from ufm.geometry import simplex_etf_gram
+
+        n = self.counts
+        if not self.relu and n.min() >= 2 and np.all(n == n[0]):
+            return simplex_etf_gram(n.size), ("Theorem 3 (no ReLU, equal class counts, one full batch): the collapsed "
+                                              "simplex ETF is the unique minimiser")
         if not self.relu or self.unread.any():
             return None
         return np.eye(self.counts.size), ("Theorem 1 (with ReLU the orthogonal frame attains f* for any class sizes) "

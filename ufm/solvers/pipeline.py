@@ -25,7 +25,31 @@ import numpy as np
 
 from ufm.solvers.certificate import Certificate, SolverError, class_gram_deltas, dual_gap_bound, feasibility_of
 
-__all__ = ["GramProgram", "SolveResult", "certify", "select_certified", "solve_program"]
+__all__ = ["GramProgram", "SolveResult", "certify", "select_certified", "solve_program", "solve_conic", "project_to_bounds"]
+
+# interior-point accuracy asked of Clarabel: the certificate judges the answer, but polishing needs a close start
+_CLARABEL_DEFAULTS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500}
+
+
+def solve_conic(prob, solver: str, what: str, verbose: bool = False, **opts) -> str:
+    """Solve a cvxpy problem with ``solver`` (Clarabel: tight defaults unless ``opts`` override them); the
+    status, or :class:`SolverError` naming ``what`` when the solver fails or returns no optimum. An
+    inaccurate optimum is accepted here: the project's certificate judges it."""
+    import warnings
+
+    import cvxpy as cp
+
+    if solver.upper() == "CLARABEL":
+        opts = {**_CLARABEL_DEFAULTS, **opts}
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+            prob.solve(solver=solver, verbose=verbose, **opts)
+    except cp.error.SolverError as err:
+        raise SolverError(f"{solver} failed on {what}: {err}") from err
+    if prob.status not in ("optimal", "optimal_inaccurate"):
+        raise SolverError(f"{solver} did not solve {what}: status {prob.status}")
+    return str(prob.status)
 
 
 class GramProgram:
@@ -69,6 +93,34 @@ class GramProgram:
     def sample_gram(self, x):
         """The n x n Gram X represents (``None`` when that is too large to form)."""
         return np.asarray(x, dtype=np.float64)
+
+
+def project_to_bounds(kmat, lo, hi, relu: bool, dpin=None, zpin=None) -> np.ndarray:
+    """A feasible Gram near K (either program): pins applied, PSD by eigenvalue clipping, the diagonal brought
+    into [lo, hi] by a congruence D K D (keeps PSD and signs), exact diagonal, ReLU clip."""
+    k = kmat.shape[0]
+    x = (kmat + kmat.T) / 2
+    if zpin is not None:
+        x = np.where(zpin, 0.0, x)
+    target = np.clip(np.diag(x), lo, hi)
+    if dpin is not None:
+        target = np.where(np.isnan(dpin), target, dpin)
+    np.fill_diagonal(x, target)
+    w, q = np.linalg.eigh(x)
+    if w[0] < 0:
+        x = (q * np.maximum(w, 0.0)) @ q.T
+    dg = np.diag(x)
+    scale = np.sqrt(np.where(dg > 0, target / np.where(dg > 0, dg, 1.0), 1.0))
+    x = scale[:, None] * x * scale[None, :]
+    x = (x + x.T) / 2
+    np.fill_diagonal(x, target)
+    if zpin is not None:
+        x = np.where(zpin, 0.0, x)
+        np.fill_diagonal(x, target)
+    if relu:
+        off = ~np.eye(k, dtype=bool)
+        x[off] = np.maximum(x[off], 0.0)
+    return x
 
 
 def certify(program: GramProgram, x, tol: float, dual_sdp: bool | str = "auto", solver: str = "CLARABEL",

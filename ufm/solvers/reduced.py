@@ -34,13 +34,12 @@ optimum is completely positive, i.e. realised by non-negative features.)
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 from scipy.special import logsumexp
 
 from ufm.solvers.certificate import Certificate, SolverError, _numerical_ranks, bm_refine
-from ufm.solvers.pipeline import GramProgram, SolveResult, certify, solve_program
+from ufm.solvers.pipeline import GramProgram, SolveResult, certify, project_to_bounds, solve_conic, solve_program
 
 __all__ = [
     "ReducedProgram",
@@ -240,20 +239,6 @@ def _logm(n):
     return logm
 
 
-def _run(prob, solver, what, verbose, **opts):
-    import cvxpy as cp
-
-    try:
-        with warnings.catch_warnings():  # an inaccurate status is judged by our certificate instead
-            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-            prob.solve(solver=solver, verbose=verbose, **opts)
-    except cp.error.SolverError as err:
-        raise SolverError(f"{solver} failed on {what}: {err}") from err
-    if prob.status not in ("optimal", "optimal_inaccurate"):
-        raise SolverError(f"{solver} did not solve {what}: status {prob.status}")
-    return prob.status
-
-
 def _solve_ip(n, tau, relu, solver, pins=None, verbose=False, **opts):
     """The k x k conic program (one log_sum_exp over the anchor rows)."""
     import cvxpy as cp
@@ -287,7 +272,7 @@ def _solve_ip(n, tau, relu, solver, pins=None, verbose=False, **opts):
         if zi.size:
             cons.append(kv[zi[:, 0], zi[:, 1]] == 0)
     prob = cp.Problem(cp.Minimize(obj), cons)
-    status = _run(prob, solver, f"the reduced program (k={k})", verbose, **opts)
+    status = solve_conic(prob, solver, f"the reduced program (k={k})", verbose, **opts)
     kval = np.asarray(kv.value, dtype=np.float64)
     return (kval + kval.T) / 2, status
 
@@ -342,7 +327,7 @@ def _solve_ip_groups(n, tau, relu, solver, verbose=False, **opts):
     ia = np.flatnonzero(anc)
     obj = obj - (w[ia] / tau) @ a[ia]
     prob = cp.Problem(cp.Minimize(obj), cons)
-    status = _run(prob, solver, f"the class-symmetric reduced program ({m} distinct counts)", verbose, **opts)
+    status = solve_conic(prob, solver, f"the class-symmetric reduced program ({m} distinct counts)", verbose, **opts)
     qval = np.asarray(qv.value, dtype=np.float64)
     qval = (qval + qval.T) / 2
     tval = np.where(multi, np.maximum(np.asarray(t.value, dtype=np.float64), 0.0), 0.0)
@@ -356,34 +341,6 @@ def _solve_ip_groups(n, tau, relu, solver, verbose=False, **opts):
 
 
 # ----------------------------------------------------------------------------- polishing
-def _project(kmat, lo, hi, relu, dpin=None, zpin=None):
-    """A feasible class Gram near K: pins applied, PSD by eigenvalue clipping, the diagonal brought
-    into [lo, hi] by a congruence D K D (keeps PSD and signs), exact diagonal, ReLU clip."""
-    k = kmat.shape[0]
-    x = (kmat + kmat.T) / 2
-    if zpin is not None:
-        x = np.where(zpin, 0.0, x)
-    target = np.clip(np.diag(x), lo, hi)
-    if dpin is not None:
-        target = np.where(np.isnan(dpin), target, dpin)
-    np.fill_diagonal(x, target)
-    w, q = np.linalg.eigh(x)
-    if w[0] < 0:
-        x = (q * np.maximum(w, 0.0)) @ q.T
-    dg = np.diag(x)
-    scale = np.sqrt(np.where(dg > 0, target / np.where(dg > 0, dg, 1.0), 1.0))
-    x = scale[:, None] * x * scale[None, :]
-    x = (x + x.T) / 2
-    np.fill_diagonal(x, target)
-    if zpin is not None:
-        x = np.where(zpin, 0.0, x)
-        np.fill_diagonal(x, target)
-    if relu:
-        off = ~np.eye(k, dtype=bool)
-        x[off] = np.maximum(x[off], 0.0)
-    return x
-
-
 def _pins(k0, a0, lo, hi, relu, small, big):
     """Active bounds read off the solution and the sign of the gradient (the multipliers' sign)."""
     k = k0.shape[0]
@@ -428,7 +385,7 @@ def _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts):
         if relu and np.all(zpin[off]):
             # every cross entry at zero: K diagonal, each free K_cc a one-dimensional convex problem
             # that the (monotone) objective settles at a bound; keep the projected value otherwise
-            yield f"bounds(big={big:g})", _project(k0, lo, hi, relu, dpin, zpin)
+            yield f"bounds(big={big:g})", project_to_bounds(k0, lo, hi, relu, dpin, zpin)
             continue
         if all_diag and not np.any(zpin):
             def fg(x):
@@ -450,7 +407,7 @@ def _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts):
             k1, _ = _solve_ip(n, tau, relu, solver, pins=(dpin, zpin), **opts)
         except SolverError:
             continue
-        yield f"face_resolve(big={big:g})", _project(k1, lo, hi, relu, dpin, zpin)
+        yield f"face_resolve(big={big:g})", project_to_bounds(k1, lo, hi, relu, dpin, zpin)
 
 
 # ----------------------------------------------------------------------------- the solver
@@ -475,7 +432,7 @@ def _interior_point_start(program, n, relu, lo, hi, symmetry, solver, verbose, o
         k0, status = _solve_ip_groups(n, tau, relu, solver, verbose=verbose, **opts)
     else:
         k0, status = _solve_ip(n, tau, relu, solver, verbose=verbose, **opts)
-    return k0, _project(k0, lo, hi, relu), status
+    return k0, project_to_bounds(k0, lo, hi, relu), status
 
 
 def solve_reduced(counts, temperature: float = 0.1, relu: bool = True, tol: float = 1e-9, polish: bool = True,
@@ -511,8 +468,6 @@ def solve_reduced(counts, temperature: float = 0.1, relu: bool = True, tol: floa
         raise ValueError(f"full_gram=True would build a {int(n.sum())} x {int(n.sum())} Gram (max_full_n={max_full_n}); "
                          "use gram_class / within / across, or ufm.solvers.class_gram_to_gram on fewer samples")
     lo, hi = program.lo, program.hi
-    if solver.upper() == "CLARABEL":
-        opts = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500, **opts}
     distinct = np.unique(n).size if symmetry else n.size
     known = program.known_minimiser()
     k0, candidates, status = None, iter(()), "not run"

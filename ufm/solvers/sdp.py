@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,7 +29,7 @@ from ufm._checks import as_label_array
 from ufm.geometry import orthogonal_frame_gram
 from ufm.solvers.certificate import Certificate, SolverError, _numerical_ranks, bm_refine, class_mean_gram
 from ufm.solvers.objective import normalize_batching, scl_gram_objective
-from ufm.solvers.pipeline import GramProgram, SolveResult, certify, solve_program
+from ufm.solvers.pipeline import GramProgram, SolveResult, certify, project_to_bounds, solve_conic, solve_program
 
 __all__ = ["SampleGramProgram", "solve_sdp", "sdp_memory_estimate", "certify_gram", "read_components"]
 
@@ -207,21 +206,6 @@ def _build_problem(n, rows_by_m, wpos, tau, relu):
     return cp.Problem(cp.Minimize(obj), cons), g
 
 
-def _project_gram(g, relu):
-    """Exactly feasible Gram near G: eigenvalue clipping, unit diagonal by D^{-1/2} G D^{-1/2}, ReLU clip."""
-    x = (g + g.T) / 2
-    w, q = np.linalg.eigh(x)
-    if w[0] < 0:
-        x = (q * np.maximum(w, 0.0)) @ q.T
-    d = np.sqrt(np.maximum(np.diag(x), 1e-300))
-    x = x / d[:, None] / d[None, :]
-    x = (x + x.T) / 2
-    np.fill_diagonal(x, 1.0)
-    if relu:
-        x = np.maximum(x, 0.0)
-    return x
-
-
 def _clusters(g, delta):
     """Samples whose Gram entries are within delta of 1 (coinciding features), as an index array;
     None unless every pair inside a connected component is within 2 delta of 1."""
@@ -293,7 +277,7 @@ def _cluster_candidates(g0, y, batches, tau, relu):
                     h = np.maximum(h, 0.0)
                 yield f"merged+burer_monteiro(rank={r})(delta={delta})", expand(h)
         else:
-            h = _project_gram(np.where(zpin, 0.0, h0), relu)
+            h = project_to_bounds(np.where(zpin, 0.0, h0), np.ones(m), np.ones(m), relu)
             yield f"merged+projected(delta={delta})", expand(np.where(zpin, 0.0, h))
 
 
@@ -344,8 +328,6 @@ def _component_optimum(y, batches, program, rank, seed, steps) -> np.ndarray:
 
 def _interior_point(program, n, solver, max_memory, verbose, opts):
     """The conic program of the module docstring; returns (raw Gram, status, memory estimate)."""
-    import cvxpy as cp
-
     rows_by_m, wpos, n_exp = _structure(program.labels, program.batches)
     need = sdp_memory_estimate(n, n_exp, solver)
     budget = max_memory if max_memory is not None else _available_memory() // 2
@@ -355,17 +337,7 @@ def _interior_point(program, n, solver, max_memory, verbose, opts):
             f"over the budget of {budget / 2**30:.1f} GiB: use method='low-rank' (any n), or for one full batch "
             "ufm.solvers.solve_reduced(counts)")
     prob, gvar = _build_problem(n, rows_by_m, wpos, program.temperature, program.relu)
-    if solver.upper() == "CLARABEL":
-        opts = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500, **opts}
-    try:
-        with warnings.catch_warnings():  # an inaccurate status is judged by our certificate instead
-            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-            prob.solve(solver=solver, verbose=verbose, **opts)
-    except cp.error.SolverError as err:
-        raise SolverError(f"{solver} failed on the n={n} SDP: {err}") from err
-    status = str(prob.status)
-    if gvar.value is None or status not in ("optimal", "optimal_inaccurate"):
-        raise SolverError(f"{solver} did not solve the n={n} SDP: status {status}")
+    status = solve_conic(prob, solver, f"the n={n} SDP", verbose, **opts)
     g0 = np.asarray(gvar.value, dtype=np.float64)
     return (g0 + g0.T) / 2, status, need
 
@@ -417,7 +389,7 @@ def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True,
     elif method == "interior" or (method == "auto" and n <= max_n):
         g0, status, need = _interior_point(program, n, solver, max_memory, verbose, opts)
         info = {"raw_gram": g0, "memory_estimate": need}
-        raw = _project_gram(g0, relu)
+        raw = project_to_bounds(g0, program.lo, program.hi, relu)
         first = ("interior_point(projected)", raw)
         candidates = _cluster_candidates(raw, y, program.batches, tau, relu)
     else:

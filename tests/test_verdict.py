@@ -75,19 +75,53 @@ def test_random_grid_of_500_reduced_settings_never_reports_a_wrong_geometry():
                 assert geo.delta_of_range[0] == 0.0 < geo.delta_of_range[1] and res.delta_of is None
         elif geo.verdict == "exact":
             assert geo.radius <= 1e-4
-            if i % 5 == 0:  # an independent optimum agrees within the radius (and the reference's own error)
+            if i % 5 == 0 and geo.proof == "second order":  # an independent optimum agrees within the radius
                 ref = _reference(counts, tau, i)
                 if reduced_objective(ref, counts, tau) <= res.objective + 1e-12:
                     assert np.abs(ref - res.gram_class).max() < 2e-4, (counts, tau)
+            elif i % 5 == 0 and "extended" in geo.proof:  # float64 cannot order them; extended arithmetic can
+                excess = _mp_excess(res.gram_class, _reference(counts, tau, i), counts, tau)
+                assert excess >= -_rounding(res.gram_class, counts, tau), (counts, tau, excess)
         else:
             assert res.delta_of is None
     assert seen[True, "exact"] > 150 and seen[False, "exact"] > 50 and seen[False, "unresolved"] > 50, seen
 
 
 def test_unresolved_says_why():
-    res = solve_reduced((200, 200, 20, 20), 0.05, relu=False)
+    res = solve_reduced((9, 5, 3), 0.005, relu=False)
     assert res.verdict == "unresolved" and res.delta_of is None and "float64" in res.geometry.reason
     assert res.certified  # the objective is certified all the same
+
+
+def _rounding(kmat, counts, tau):
+    """How much rounding a Gram's entries to float64 can move f: eps * sum |grad f|, with a factor 4."""
+    return 4 * np.finfo(np.float64).eps * float(np.abs(reduced_objective(kmat, counts, tau, grad=True)[1]).sum())
+
+
+def _mp_excess(kmat, other, counts, tau, dps=140):
+    """f(other) - f(kmat) in ``dps`` digits, as a float (the difference is taken before rounding)."""
+    import mpmath
+
+    from ufm.solvers.precision import _mp_objective_grad
+
+    with mpmath.workdps(dps):
+        f = [_mp_objective_grad(mpmath.mp, mpmath.matrix(np.asarray(k).tolist()), list(map(int, counts)),
+                                mpmath.mpf(tau))[0] for k in (kmat, other)]
+        return float(f[1] - f[0])
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.02])
+def test_extended_precision_decides_what_float64_cannot(tau):
+    counts = np.array((200, 200, 20, 20))
+    res = solve_reduced(counts, tau, relu=False)
+    geo = res.geometry
+    assert geo.verdict == "exact" and geo.proof.startswith("second order, extended precision") and geo.radius < 1e-12
+    # in extended arithmetic the returned Gram is below the interior point's and an independent float64 optimum,
+    # which float64 itself cannot order
+    raw = res.info["raw_class_gram"]
+    ref = _reference(counts, tau, 0)
+    assert _mp_excess(res.gram_class, raw, counts, tau) > 1e-12  # the interior point's: float64 called it optimal
+    assert _mp_excess(res.gram_class, ref, counts, tau) >= -_rounding(res.gram_class, counts, tau)
 
 
 def test_single_class_batch_counterexample_is_unique():

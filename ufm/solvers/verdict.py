@@ -76,6 +76,10 @@ def decide_geometry(program, x, cert, name: str, tol: float, geometry_tol: float
     verdict = _exhibited(program, x, cert, name, geometry_tol)
     if verdict is None:
         verdict = _second_order(program, x, cert, geometry_tol)
+    if verdict.verdict == UNRESOLVED and program.kind == "reduced":
+        extended = _extended_precision(program, x, cert, tol, geometry_tol, certify_opts)
+        if extended is not None:
+            return extended + (name + " + extended precision",)
     return x, cert, verdict, name
 
 
@@ -139,6 +143,41 @@ def _exhibited(program, x, cert, name, geometry_tol):
         f"whose class-mean Grams differ by up to {moved:.3g}",
         delta_of_range=(min(of), max(of)), delta_etf_range=(min(etf), max(etf)) if etf else None,
         details={"points": [nm for nm, _, _ in points], "max_class_gram_difference": moved})
+
+
+# ----------------------------------------------------------------------------- 4. extended precision
+def _extended_precision(program, x, cert, tol, geometry_tol, certify_opts):
+    """The small reduced program re-solved and certified in mpmath (``ufm.solvers.precision``): ``(x, cert,
+    verdict)`` when its radius is within the tolerance, else ``None``."""
+    from ufm.solvers.pipeline import certify
+    from ufm.solvers.precision import refine_reduced_in_extended_precision
+
+    w = np.linalg.eigvalsh(x)
+    rank = int((w > 1e-6 * max(1.0, w[-1])).sum())
+
+    def face_directions(v):
+        rows = np.array([_sym_coords(v[i], v[i]) for i in range(v.shape[0])])  # every diagonal pinned
+        _, sv, vt = np.linalg.svd(rows, full_matrices=True)
+        basis = vt[int((sv > 1e-10 * max(1.0, sv.max())).sum()):].T
+        return [v @ _from_coords(basis[:, j], v.shape[1]) @ v.T for j in range(basis.shape[1])]
+
+    out = refine_reduced_in_extended_precision(program, x, rank, face_directions)
+    if out is None or out[1]["radius"] > geometry_tol:
+        return None
+    kf, numbers = out
+    c = certify(program, kf, tol, "auto", **certify_opts)
+    lower = max(cert.lower_bound, c.lower_bound)
+    if not (c.feasibility.feasible and c.objective - lower <= c.bound):
+        return None
+    c = replace(c, lower_bound=float(lower), gap=float(max(0.0, c.objective - lower)), certified=True,
+                candidate=cert.candidate + " + extended precision", candidates=cert.candidates)
+    d_of, d_etf = class_gram_deltas(kf)
+    verdict = GeometryVerdict(
+        EXACT, f"second order, extended precision ({numbers['dps']} digits)",
+        f"float64 cannot resolve it; in {numbers['dps']} digits the optimum is certified with gap {numbers['gap']:.1e} and "
+        f"curvature {numbers['curvature']:.2e} on its face: every minimiser lies within {numbers['radius']:.1e}",
+        delta_of=d_of, delta_etf=d_etf, radius=numbers["radius"], details=numbers)
+    return kf, c, verdict
 
 
 # ----------------------------------------------------------------------------- 3. second order

@@ -140,11 +140,12 @@ def certify(program: GramProgram, x, tol: float, dual_sdp: bool | str = "auto", 
                        duals=dict(dg["duals"], A=a))
 
 
-def select_certified(first, candidates, certify_fn, polish: bool = True, dual_fallback: bool = True):
+def select_certified(first, candidates, certify_fn, polish: bool = True, dual_fallback: bool = True,
+                     margin: float = 1e-3):
     """Certify the solver's point and the polished candidates; return the certified one.
 
-    ``first`` is ``(name, x)``; ``candidates`` yields ``(name, x)`` lazily (stopped once one is certified
-    with a wide margin); ``certify_fn(x, dual_sdp)`` returns a :class:`Certificate`. Every candidate's dual
+    ``first`` is ``(name, x)``; ``candidates`` yields ``(name, x)`` lazily (not started when ``first`` is
+    certified with the margin ``gap <= margin * bound``, stopped once a candidate is); ``certify_fn(x, dual_sdp)`` returns a :class:`Certificate`. Every candidate's dual
     bound is a valid lower bound on f*, so the best of them (``lower``) certifies the chosen point: the
     feasible candidate with the lowest objective (near-ties go to the earlier, more polished one) is
     accepted when ``f - lower <= bound``. Otherwise, if ``dual_fallback``, the best feasible point is
@@ -155,7 +156,7 @@ def select_certified(first, candidates, certify_fn, polish: bool = True, dual_fa
     cert = certify_fn(x, False)
     evals = [(name, x, cert)]
     lower = cert.lower_bound
-    if polish:
+    if polish and not (cert.feasibility.feasible and cert.gap <= margin * cert.bound):
         for name, x in candidates:
             cert = certify_fn(x, False)
             evals.insert(len(evals) - 1, (name, x, cert))
@@ -257,7 +258,7 @@ class SolveResult:
 
 def solve_program(program: GramProgram, first, candidates, *, tol: float, polish: bool = True,
                   dual_fallback: bool = True, geometry_tol: float = 1e-4, status: str = "",
-                  certify_opts: dict | None = None) -> tuple:
+                  certify_opts: dict | None = None, margin: float = 1e-3) -> tuple:
     """The pipeline (module docstring): certify the candidates, decide the geometry.
 
     Returns ``(x, certificate, verdict, name)``: the Gram returned (the known minimiser when a theorem
@@ -268,7 +269,7 @@ def solve_program(program: GramProgram, first, candidates, *, tol: float, polish
 
     opts = certify_opts or {}
     chosen, evals, lower = select_certified(first, candidates, lambda x, d: certify(program, x, tol, d, **opts),
-                                            polish=polish, dual_fallback=dual_fallback)
+                                            polish=polish, dual_fallback=dual_fallback, margin=margin)
     if chosen is None:
         summary = "; ".join(f"{nm}: f={c.objective:.15g}, own gap={c.gap:.3g}, feasible={c.feasibility.feasible}, "
                             f"min_eig={c.feasibility.min_eig:.3g}" for nm, _, c in evals)

@@ -413,16 +413,25 @@ def _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts):
 # ----------------------------------------------------------------------------- the solver
 def _first_order_start(program: ReducedProgram):
     """Without an interior point (large k): Burer-Monteiro with unit diagonal from the simplex ETF, rank k - 1
-    (the balanced optimum; the certificate says whether the diagonal bounds are right)."""
+    (the balanced optimum; the certificate says whether the diagonal bounds are right), with one Newton step;
+    returns the point and a lazy candidate polished by further Newton steps (used only if the point is not
+    certified with a wide margin)."""
     from ufm.geometry import simplex_etf_gram
 
     k = program.counts.size
     x0 = simplex_etf_gram(k) if not program.relu else np.eye(k)
-    x, _ = bm_refine(lambda x: program.objective(x, grad=True), x0, np.ones(k), max(1, k - 1), newton_steps=4,
-                     maxiter=2000)
-    if program.relu:
-        x = np.maximum(x, 0.0)
-    return x
+
+    def refine(x, steps, maxiter):
+        x, _ = bm_refine(lambda x: program.objective(x, grad=True), x, np.ones(k), max(1, k - 1),
+                         newton_steps=steps, maxiter=maxiter)
+        return np.maximum(x, 0.0) if program.relu else x
+
+    x = refine(x0, 1, 2000)
+
+    def more():
+        yield "burer_monteiro(+ Newton)", refine(x, 6, 200)
+
+    return x, more()
 
 
 def _interior_point_start(program, n, relu, lo, hi, symmetry, solver, verbose, opts):
@@ -478,11 +487,12 @@ def solve_reduced(counts, temperature: float = 0.1, relu: bool = True, tol: floa
         first = ("interior_point(projected)", raw)
         candidates = _polish_candidates(k0, n, tau, relu, lo, hi, solver, **opts)
     else:
-        first = ("burer_monteiro(from the simplex ETF)", _first_order_start(program))
+        x, candidates = _first_order_start(program)
+        first = ("burer_monteiro(from the simplex ETF)", x)
     kmat, cert, verdict, name = solve_program(
         program, first, candidates, tol=tol, polish=polish, geometry_tol=geometry_tol, status=status,
         dual_fallback=dual_sdp is not False and n.size <= max_dual_sdp_k,
-        certify_opts={"solver": solver})
+        certify_opts={"solver": solver}, margin=1.0 if k0 is None else 1e-3)  # first-order start: polish if needed
     within, across = _within_across(kmat, n)
     return SolveResult(
         gram=class_gram_to_gram(kmat, n) if full_gram else None, gram_class=kmat, objective=cert.objective,

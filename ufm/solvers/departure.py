@@ -25,7 +25,6 @@ per entry of every anchor row: keep ``n`` small (``n <= 14`` solves in well unde
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +32,7 @@ import numpy as np
 from ufm._checks import as_label_array
 from ufm.solvers.certificate import SolverError, class_mean_gram
 from ufm.solvers.objective import normalize_batching, of_objective, scl_gram_objective
+from ufm.solvers.pipeline import solve_conic
 from ufm.solvers.sdp import _build_problem, _structure
 
 __all__ = ["DepartureResult", "max_departure"]
@@ -108,24 +108,15 @@ def max_departure(labels, batches, temperature: float = 0.1, relu: bool = True, 
     departure = cp.sum(cp.multiply(w, g)) + const
     cons = list(prob.constraints) + [prob.objective.expr <= f_ref + delta]
     problem = cp.Problem(cp.Maximize(departure), cons)
-    attempts = [opts]
-    if solver.upper() == "CLARABEL":  # tight first; Clarabel sometimes stalls there, then its defaults (1e-8)
-        attempts = [{"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500, **opts},
-                    {"max_iter": 500, **opts}]
-    status, failure = "not solved", ""
-    for settings in attempts:
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-                problem.solve(solver=solver, **settings)
-        except cp.error.SolverError as err:
-            status, failure = "solver_error", str(err)
-            continue
-        status = str(problem.status)
-        if g.value is not None and status in ("optimal", "optimal_inaccurate"):
-            break
-    else:
-        raise SolverError(f"{solver} did not solve the departure program (n={n}): status {status} {failure}")
+    what = f"the departure program (n={n})"
+    try:
+        status = solve_conic(problem, solver, what, **opts)
+    except SolverError:
+        if solver.upper() != "CLARABEL":
+            raise
+        # Clarabel sometimes stalls at the tight tolerances; its own defaults (1e-8) then
+        status = solve_conic(problem, solver, what, **{"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8,
+                                                       **opts})
     gv = np.asarray(g.value, dtype=np.float64)
     gv = (gv + gv.T) / 2
     d = float(np.sum(w * gv) + const)

@@ -63,7 +63,9 @@ Last measured run (2026-11-25, 2-core CPU, shared; OMP_NUM_THREADS=1; full comma
       100 False                  default     0.12    3   1.7e-14/6.4e-09                   unresolved         -
       100 False interior (max_ip_k=1000)    81.15    1   5.3e-14/6.4e-09                   unresolved         -
      1000  True                  default     1.20    3   7.6e-13/8.8e-09              exact (theorem)  0.00e+00
-     1000 False                  default    62.12    1   1.6e-12/8.8e-09                   unresolved         -
+     1000 False                  default    20.62    1   1.1e-10/8.8e-09                   unresolved         -
+    (the k = 1,000 no-ReLU row re-measured with --skip-slow after the reduced program's large-k start took one
+    Newton step instead of four: 62 s before)
 """
 
 from __future__ import annotations

@@ -69,3 +69,11 @@ def test_the_command_line_draws_the_librarys_batches():
     mine, library = _epochs(labels, args), epoch_batcher(labels, 4, 7, binding=True)
     for epoch in range(3):
         assert all(np.array_equal(a, b) for a, b in zip(mine(epoch), library(epoch), strict=True))
+
+
+def test_the_table_prints_the_verdict_first_and_no_minimiser_delta_when_not_unique(capsys):
+    assert main(["solve", "--counts", "6,6,1,1", "--relu", "--method", "sdp"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split(":")[0].strip() == "geometry" and "not unique" in lines[0]
+    delta = next(line for line in lines if line.strip().startswith("delta_of"))
+    assert "over the minimisers exhibited" in delta and "the minimiser's" not in delta

@@ -134,6 +134,7 @@ def test_single_class_batch_counterexample_is_unique():
 
 @pytest.mark.parametrize("counts, batches", [
     ((6, 6, 1, 1), None),  # two singleton classes: their cross entry is read by no anchor
+    ((4, 4) + (1,) * 25, None),  # 25 singleton classes: their 300 cross entries are read by no anchor
     ((4, 4, 2, 2), [np.arange(8), np.arange(8, 12)]),  # classes kept apart
 ])
 def test_not_unique_exhibits_minimisers_with_other_geometry(counts, batches):

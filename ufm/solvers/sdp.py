@@ -93,10 +93,17 @@ class SampleGramProgram(GramProgram):
     def flat_moves(self, x):
         """Entries between two read components are read by no anchor: zero them (block-diagonal, feasible), or
         (no ReLU) flip the sign of every other component. With ReLU and a batching the uniqueness rule proves
-        NOT unique, the orthogonal frame (a minimiser by Theorem 1) is exhibited too."""
+        NOT unique, the orthogonal frame (a minimiser by Theorem 1) is exhibited too, and for each pair of
+        classes no anchor reads (at most 10) the OF with the two classes on one vector."""
         comp = self.components
         if self.relu and self.uniqueness().verdict == "not unique":
-            yield "orthogonal frame (Theorem 1)", orthogonal_frame_gram(self.labels)
+            of = orthogonal_frame_gram(self.labels)
+            yield "orthogonal frame (Theorem 1)", of
+            for a, b in self.uniqueness().missing_pairs[:10]:  # no anchor reads a pair of a and b: merge them
+                merged = of.copy()
+                ia, ib = np.flatnonzero(self.labels == a), np.flatnonzero(self.labels == b)
+                merged[np.ix_(ia, ib)] = merged[np.ix_(ib, ia)] = 1.0
+                yield f"orthogonal frame with classes {a} and {b} on one vector", merged
         if comp.max() == 0:
             return
         same = comp[:, None] == comp[None, :]

@@ -90,9 +90,10 @@ class GramProgram:
         read the entries that moved), or minimisers a theorem provides. Default: none."""
         return iter(())
 
-    def sample_gram(self, x):
-        """The n x n Gram X represents (``None`` when that is too large to form)."""
-        return np.asarray(x, dtype=np.float64)
+    def class_radius(self, radius: float) -> float:
+        """A bound on max_cd |K'_cd - K_cd| for the class-mean Grams of two points X, X' with
+        ||X' - X||_F <= radius (X is the class Gram itself by default)."""
+        return float(radius)
 
 
 def project_to_bounds(kmat, lo, hi, relu: bool, dpin=None, zpin=None) -> np.ndarray:

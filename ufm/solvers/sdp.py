@@ -75,6 +75,10 @@ class SampleGramProgram(GramProgram):
     def class_gram(self, x) -> np.ndarray:
         return class_mean_gram(x, self.labels)
 
+    def class_radius(self, radius: float) -> float:
+        """K_cd is the mean of the (c, d) block: |dK_cd| <= ||dX_cd||_F / sqrt(n_c n_d) <= radius / min_c n_c."""
+        return float(radius) / float(self.counts.min())
+
     def uniqueness(self):
         from ufm.batching import uniqueness_conditions
 

@@ -195,7 +195,7 @@ def _second_order(program, x, cert, geometry_tol):
     else:
         mu = _face_curvature(program, x, v, basis)
         radius2 = float(np.sqrt(2 * g / mu)) if mu > 0 else np.inf
-    radius = float(radius1 + radius2)
+    radius = float(program.class_radius(radius1 + radius2))
     details = {"face_dimension": int(basis.shape[1]), "face_rank": int(v.shape[1]), "curvature": mu,
                "slack_eigenvalue": sigma, "resolution": g}
     if radius <= geometry_tol:

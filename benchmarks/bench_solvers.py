@@ -21,51 +21,54 @@ Times are medians of ``--repeats`` runs for cases whose first run took under 5 s
 ``--skip-slow`` skips the runs of minutes: the interior point above n = 48 and at k = 100.
 Targets: n = 2,000 (any batching) and k = 1,000 distinct counts each in under a minute.
 
-Last measured run (2026-11-25, 2-core CPU, shared; OMP_NUM_THREADS=1; full command above, defaults):
+Last measured run (2026-11-25, 2-core CPU, shared; OMP_NUM_THREADS=1; ``--skip-slow``, defaults otherwise):
 
     1. solve_sdp (auto) at scale, counts 1000:500:300:200, one epoch of random batches of 64 (seed 0)
         n   tau  batching  relu  seconds runs         gap/bound              verdict (proof) delta_of or range
       500   0.1    random  True     0.12    3   5.4e-13/2.3e-06 not unique (flat directions)    [0.000, 0.048]
-      500   0.1    random False     0.26    3   2.1e-14/2.3e-06 not unique (flat directions)    [0.490, 0.786]
-      500   0.1   binding  True     0.18    3   5.0e-13/2.3e-06              exact (theorem)          0.00e+00
-      500   0.1   binding False     4.49    1            FAILED
+      500   0.1    random False     0.27    3   2.1e-14/2.3e-06 not unique (flat directions)    [0.490, 0.786]
+      500   0.1   binding  True     0.17    3   5.0e-13/2.3e-06              exact (theorem)          0.00e+00
+      500   0.1   binding False     5.52    1            FAILED
           SolverError: n x n program (relu=False, tau=0.1) was not certified to tol=1e-07: best lower bound on f* 23.2907509877085; candidates: components: reduced program per batch, burer_monteiro otherwise: f=23.2966236976117, own gap=0.00587, feasible=True, min_eig=-1.14e-13; solver status low-rank
-     1000   0.1    random  True     0.69    3   2.4e-12/4.6e-06 not unique (flat directions)    [0.000, 0.049]
-     1000   0.1    random False     0.79    3   1.1e-13/4.6e-06 not unique (flat directions)    [0.491, 0.751]
+     1000   0.1    random  True     0.68    3   2.4e-12/4.6e-06 not unique (flat directions)    [0.000, 0.049]
+     1000   0.1    random False     0.81    3   1.1e-13/4.6e-06 not unique (flat directions)    [0.491, 0.751]
      1000   0.1   binding  True     1.04    3   3.3e-12/4.7e-06              exact (theorem)          0.00e+00
-     1000   0.1   binding False     5.50    1            FAILED
+     1000   0.1   binding False     4.84    1            FAILED
           SolverError: n x n program (relu=False, tau=0.1) was not certified to tol=1e-07: best lower bound on f* 46.649023701666; candidates: components: reduced program per batch, burer_monteiro otherwise: f=46.6607965269303, own gap=0.0118, feasible=True, min_eig=-2.84e-13; solver status low-rank
-     2000   0.1    random  True     5.89    1   1.4e-11/9.2e-06 not unique (flat directions)    [0.000, 0.045]
-     2000   0.1    random False     4.26    3   6.0e-13/9.2e-06 not unique (flat directions)    [0.491, 0.747]
-     2000   0.1   binding  True     8.44    1   2.3e-11/9.3e-06              exact (theorem)          0.00e+00
-     2000   0.1   binding False    45.25    1            FAILED
+     2000   0.1    random  True     5.32    1   1.4e-11/9.2e-06 not unique (flat directions)    [0.000, 0.045]
+     2000   0.1    random False     3.61    3   6.0e-13/9.2e-06 not unique (flat directions)    [0.491, 0.747]
+     2000   0.1   binding  True     7.60    1   2.3e-11/9.3e-06              exact (theorem)          0.00e+00
+     2000   0.1   binding False    40.56    1            FAILED
           SolverError: n x n program (relu=False, tau=0.1) was not certified to tol=1e-07: best lower bound on f* 92.9396789800675; candidates: components: reduced program per batch, burer_monteiro otherwise: f=93.0213421604039, own gap=0.0817, feasible=True, min_eig=-1.12e-12; solver status low-rank
 
     2. today's SDP (method='interior') vs method='low-rank', counts 1000:500:300:200, tau 0.1
        n batches  relu interior s low-rank s    ratio  max|G diff|             interior verdict             low-rank verdict
-      24    full  True       0.33       0.00      115      0.0e+00              exact (theorem)              exact (theorem)
-      24    full False       0.22       0.04        6    (3.2e-15)                   unresolved                   unresolved
-      24      16  True       0.16       0.00       53    (8.3e-01) not unique (flat directions) not unique (flat directions)
-      24      16 False       0.28       0.09        3    (4.6e-15) not unique (flat directions) not unique (flat directions)
-      48    full  True       3.13       0.01      458      0.0e+00              exact (theorem)              exact (theorem)
-      48    full False       2.73       0.03      107    (1.2e-15)                   unresolved                   unresolved
-      48      16  True       2.49       0.00      626    (8.8e-01) not unique (flat directions) not unique (flat directions)
-      48      16 False       2.04       0.11       19    (7.9e-14) not unique (flat directions) not unique (flat directions)
-      96    full  True      55.70       0.01     8632      0.0e+00              exact (theorem)              exact (theorem)
-      96    full False      75.07       0.03     2667    (3.1e-15)                   unresolved                   unresolved
-      96      16  True      72.96       0.01    11052    (9.0e-01) not unique (flat directions) not unique (flat directions)
-      96      16 False      51.52       0.18      286    (6.7e-14) not unique (flat directions) not unique (flat directions)
+      24    full  True       0.32       0.00      127      0.0e+00              exact (theorem)              exact (theorem)
+      24    full False       0.27       0.04        7      3.2e-15         exact (second order)         exact (second order)
+      24      16  True       0.16       0.00       51    (8.3e-01) not unique (flat directions) not unique (flat directions)
+      24      16 False       0.20       0.07        3    (4.6e-15) not unique (flat directions) not unique (flat directions)
+      48    full  True       3.29       0.00     1021      0.0e+00              exact (theorem)              exact (theorem)
+      48    full False       2.34       0.02       97      1.2e-15         exact (second order)         exact (second order)
+      48      16  True       2.12       0.00      568    (8.8e-01) not unique (flat directions) not unique (flat directions)
+      48      16 False       1.98       0.08       25    (7.9e-14) not unique (flat directions) not unique (flat directions)
+      96    full  True        nan       0.01        -            -        skipped (--skip-slow)              exact (theorem)
+      96    full False        nan       0.03        -            -        skipped (--skip-slow)                   unresolved
+      96      16  True        nan       0.01        -            -        skipped (--skip-slow) not unique (flat directions)
+      96      16 False        nan       0.15        -            -        skipped (--skip-slow) not unique (flat directions)
 
     3. solve_reduced, all-distinct counts (k = 100: 1000 - 9 i; k = 1,000: 10000 - 9 i), tau 0.1
         k  relu                   method  seconds runs         gap/bound              verdict (proof)  delta_of
       100  True                  default     0.01    3   8.0e-15/6.4e-09              exact (theorem)  0.00e+00
-      100  True interior (max_ip_k=1000)    96.19    1   8.0e-15/6.4e-09              exact (theorem)  0.00e+00
-      100 False                  default     0.12    3   1.7e-14/6.4e-09                   unresolved         -
-      100 False interior (max_ip_k=1000)    81.15    1   5.3e-14/6.4e-09                   unresolved         -
-     1000  True                  default     1.20    3   7.6e-13/8.8e-09              exact (theorem)  0.00e+00
-     1000 False                  default    20.62    1   1.1e-10/8.8e-09                   unresolved         -
-    (the k = 1,000 no-ReLU row re-measured with --skip-slow after the reduced program's large-k start took one
-    Newton step instead of four: 62 s before)
+      100  True interior (max_ip_k=1000)           skipped (--skip-slow: minutes)
+      100 False                  default     0.05    3   2.2e-12/6.4e-09                   unresolved         -
+      100 False interior (max_ip_k=1000)           skipped (--skip-slow: minutes)
+     1000  True                  default     1.17    3   7.6e-13/8.8e-09              exact (theorem)  0.00e+00
+     1000 False                  default    19.95    1   1.1e-10/8.8e-09                   unresolved         -
+
+The rows ``--skip-slow`` skips, from the full run of the same day (solver code before the last verdict
+changes; the interior point itself did not change): interior point at n = 96: 55.7 s (full, ReLU), 75.1 s (full,
+no ReLU), 73.0 s and 51.5 s (batches of 16); reduced interior point at k = 100 distinct counts: 96.2 s (ReLU),
+81.2 s (no ReLU), against 0.01 s / 0.05 s by default.
 """
 
 from __future__ import annotations

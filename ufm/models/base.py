@@ -6,7 +6,9 @@ classifier: Linear(d, k) -> logits``. ``forward`` returns :class:`ufm.losses.bas
 * ``features``: h, the input of ``model.classifier`` (B, d): the pooled embedding after the optional
   final ReLU, or, with ``feature_dim``, its projection P(e) (the large-margin paper's head is
   ReLU -> Linear(512, 30) -> Linear(30, 10): ``feature_dim=30``);
-* ``logits``: ``model.classifier(h)`` (B, k), ``model.classifier`` the final ``nn.Linear``;
+* ``logits``: ``model.classifier(h)`` (B, k), ``model.classifier`` the final ``nn.Linear`` (with the model
+  option ``dropout=p > 0``: ``model.classifier(dropout_p(h))``, a parameter-free module, so the state-dict
+  keys are the same; ``features`` stays h);
 * ``activations``: ``{model.last_stage: map of the last stage}`` always (e.g. "layer4" (B, F, H, W) for
   the CIFAR ResNets, the map whose pooled form is e), plus every submodule named in
   ``record_activations`` (names as in ``model.named_modules()``, e.g. "layer3").
@@ -112,7 +114,13 @@ class FeatureNet(nn.Module):
 
     last_stage: str = "layer4"
 
-    def _init_head(self, embed_dim: int, num_classes: int, feature_dim: int | None, record_activations: Iterable[str]):
+    def _init_head(self, embed_dim: int, num_classes: int, feature_dim: int | None, record_activations: Iterable[str],
+                   dropout: float = 0.0):
+        """Projection, classifier and activation hooks; ``dropout`` in [0, 1): p of a dropout on h before the
+        classifier (the Gini/KL authors' ResNet-50 uses 0.4); 0 adds no module (state dict and outputs unchanged)."""
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        self.head_dropout = nn.Dropout(float(dropout)) if dropout > 0 else None
         self.embed_dim = int(embed_dim)
         self.projection = nn.Linear(self.embed_dim, int(feature_dim)) if feature_dim else None
         self.feature_dim = int(feature_dim) if feature_dim else self.embed_dim
@@ -142,7 +150,7 @@ class FeatureNet(nn.Module):
         self._recorded = {}
         e, last = self.embed(x)
         h = self.projection(e) if self.projection is not None else e
-        logits = self.classifier(h)
+        logits = self.classifier(h if self.head_dropout is None else self.head_dropout(h))  # features stay h
         acts = dict(self._recorded)
         acts[self.last_stage] = last
         self._recorded = {}

@@ -32,7 +32,8 @@ class ResNet17(FeatureNet):
     last_stage = "layer4"
 
     def __init__(self, num_classes: int, in_channels: int = 3, feature_dim: int | None = None, final_relu: bool = True,
-                 width: int = 64, depths: Sequence[int] = (2, 2, 2, 1), record_activations: Iterable[str] = ()):
+                 width: int = 64, depths: Sequence[int] = (2, 2, 2, 1), record_activations: Iterable[str] = (),
+                 dropout: float = 0.0):
         super().__init__()
         if isinstance(width, bool) or int(width) != width or width < 1:
             raise ValueError(f"width must be a positive integer, got {width!r}")
@@ -64,7 +65,7 @@ class ResNet17(FeatureNet):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        self._init_head(cin, num_classes, feature_dim, record_activations)
+        self._init_head(cin, num_classes, feature_dim, record_activations, dropout)
 
     @property
     def weighted_layers(self) -> int:
@@ -81,6 +82,8 @@ class ResNet17(FeatureNet):
 
 @register_model("resnet17")
 def resnet17(num_classes: int, in_channels: int = 3, feature_dim: int | None = None, final_relu: bool = True,
-             width: int = 64, depths: Sequence[int] = (2, 2, 2, 1), record_activations: Iterable[str] = ()) -> ResNet17:
-    """ResNet-17 (2-conv stem, basic-block depths (2, 2, 2, 1)); ``width=64`` for CIFAR, smaller for CPU runs."""
-    return ResNet17(num_classes, in_channels, feature_dim, final_relu, width, depths, record_activations)
+             width: int = 64, depths: Sequence[int] = (2, 2, 2, 1), record_activations: Iterable[str] = (),
+             dropout: float = 0.0) -> ResNet17:
+    """ResNet-17 (2-conv stem, basic-block depths (2, 2, 2, 1)); ``width=64`` for CIFAR, smaller for CPU runs;
+    ``dropout``: p before the classifier (0: none)."""
+    return ResNet17(num_classes, in_channels, feature_dim, final_relu, width, depths, record_activations, dropout)

@@ -4,7 +4,8 @@ its resolution through ``layer1`` and reaches ``layer4`` as a 4x4 map.
 
 Embedding: global average pool of ``layer4`` (512-d for ResNet-18, 2048-d for ResNet-50). With
 ``final_relu=True`` (torchvision's network) the last residual block ends with a ReLU, so the embedding is
-non-negative (the SCL paper's setting); ``final_relu=False`` drops that one ReLU.
+non-negative (the SCL paper's setting); ``final_relu=False`` drops that one ReLU. ``dropout=p``: dropout on
+the embedding before the classifier (the Gini/KL authors' ResNet-50 has p = 0.4; default 0: none).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class CifarResNet(FeatureNet):
     last_stage = "layer4"
 
     def __init__(self, arch: str, num_classes: int, in_channels: int = 3, feature_dim: int | None = None,
-                 final_relu: bool = True, record_activations: Iterable[str] = (), zero_init_residual: bool = False):
+                 final_relu: bool = True, record_activations: Iterable[str] = (), zero_init_residual: bool = False,
+                 dropout: float = 0.0):
         super().__init__()
         builders = {"resnet18": resnet18, "resnet50": resnet50}
         if arch not in builders:
@@ -67,7 +69,7 @@ class CifarResNet(FeatureNet):
             last = self.layer4[-1]
             last.__class__ = BasicBlockNoFinalReLU if isinstance(last, BasicBlock) else BottleneckNoFinalReLU
         embed_dim = tv.fc.in_features
-        self._init_head(embed_dim, num_classes, feature_dim, record_activations)
+        self._init_head(embed_dim, num_classes, feature_dim, record_activations, dropout)
         if feature_dim is None:  # keep torchvision's fc initialisation for the classifier
             self.classifier.load_state_dict(tv.fc.state_dict())
         self.arch = arch
@@ -80,13 +82,17 @@ class CifarResNet(FeatureNet):
 
 @register_model("resnet18_cifar")
 def resnet18_cifar(num_classes: int, in_channels: int = 3, feature_dim: int | None = None, final_relu: bool = True,
-                   record_activations: Iterable[str] = (), zero_init_residual: bool = False) -> CifarResNet:
+                   record_activations: Iterable[str] = (), zero_init_residual: bool = False,
+                   dropout: float = 0.0) -> CifarResNet:
     """CIFAR ResNet-18 (11.2M parameters for k = 10), 512-d embedding."""
-    return CifarResNet("resnet18", num_classes, in_channels, feature_dim, final_relu, record_activations, zero_init_residual)
+    return CifarResNet("resnet18", num_classes, in_channels, feature_dim, final_relu, record_activations, zero_init_residual,
+                       dropout)
 
 
 @register_model("resnet50_cifar")
 def resnet50_cifar(num_classes: int, in_channels: int = 3, feature_dim: int | None = None, final_relu: bool = True,
-                   record_activations: Iterable[str] = (), zero_init_residual: bool = False) -> CifarResNet:
+                   record_activations: Iterable[str] = (), zero_init_residual: bool = False,
+                   dropout: float = 0.0) -> CifarResNet:
     """CIFAR ResNet-50 (23.5M parameters for k = 10), 2048-d embedding."""
-    return CifarResNet("resnet50", num_classes, in_channels, feature_dim, final_relu, record_activations, zero_init_residual)
+    return CifarResNet("resnet50", num_classes, in_channels, feature_dim, final_relu, record_activations, zero_init_residual,
+                       dropout)

@@ -118,9 +118,9 @@ def test_pedcc_loss_formula_without_and_with_batchnorm():
         logits = s * (cos - m * F.one_hot(y, 4))
         return F.cross_entropy(logits, y) + ((z - c[y]) ** 2).mean()
 
-    plain = PEDCCLoss(c, feature_batchnorm=False)
+    plain = PEDCCLoss(c, feature_batchnorm=False, mse_reduction="mean")
     assert abs(float(plain(x, y)) - float(ref(x))) < 1e-5
-    bn = PEDCCLoss(c)
+    bn = PEDCCLoss(c, mse_reduction="mean")
     xb = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)
     assert abs(float(bn(x, y)) - float(ref(xb))) < 1e-5
     # the running statistics moved (momentum 0.1 towards the batch mean), and only in training
@@ -141,6 +141,39 @@ def test_pedcc_loss_formula_without_and_with_batchnorm():
     assert abs(float(at) - math.log(1 + 3 * math.exp(-gap))) < 1e-5
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_pedcc_loss_mse_reduction_against_a_hand_computation(reduction):
+    # two samples in d = 2, centroids of k = 2 (a simplex: u_0 = e_1, u_1 = -e_1), no BatchNorm, s = 1, m = 0
+    c = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
+    x = torch.tensor([[3.0, 4.0], [0.0, -2.0]])  # z_0 = (0.6, 0.8), z_1 = (0, -1)
+    y = torch.tensor([0, 1])
+    # squared residual entries: (0.6 - 1)^2, 0.8^2 | (0 + 1)^2, (-1)^2 -> 0.16 + 0.64 + 1 + 1 = 2.8
+    # (= 2 sum_i (1 - cos_i) = 2 (0.4 + 1): unit vectors)
+    mse = {"sum": 2.8, "mean": 2.8 / 4}[reduction]  # sum over the B x d = 4 entries, or their mean
+    # AM-softmax with s = 1, m = 0: cosines (0.6, -0.6) and (0, 0)
+    am = (math.log(1 + math.exp(-1.2)) + math.log(2)) / 2
+    loss = PEDCCLoss(c, scale=1.0, margin=0.0, feature_batchnorm=False, mse_reduction=reduction)
+    assert abs(float(loss(x, y)) - (am + mse)) < 1e-6
+
+
+def test_pedcc_loss_default_reduction_is_the_authors_sum_and_magnitudes():
+    assert PEDCCLoss(num_classes=3, dim=4).mse_reduction == "sum"
+    # CIFAR-100 sizes, features orthogonal to every centroid (cosines 0): the MSE term is 2/d under the
+    # mean (0.0039) and 2B under the sum (256), the AM-softmax part log(1 + 99 e^{s m}) = 7.22
+    k, d, b = 100, 512, 128
+    c = pedcc(k, d, seed=0)
+    y = torch.arange(b) % k
+    basis = torch.linalg.qr(torch.cat([c.T, torch.randn(d, 1, dtype=torch.float64)], 1))[0][:, k]
+    x = basis.expand(b, d).float()  # (B, d), each orthogonal to the k centroids
+    parts = {}
+    for red in ("sum", "mean"):
+        full = PEDCCLoss(c, feature_batchnorm=False, mse_reduction=red)(x, y)
+        am = PEDCCLoss(c, feature_batchnorm=False, mse_weight=0.0, mse_reduction=red)(x, y)
+        parts[red] = float(full - am)
+    assert abs(float(am) - math.log(1 + 99 * math.exp(7.5 * 0.35))) < 1e-4
+    assert abs(parts["mean"] - 2 / d) < 1e-6 and abs(parts["sum"] - 2 * b) < 1e-3
+
+
 def test_pedcc_loss_bad_input():
     loss = PEDCCLoss(num_classes=3, dim=4)
     with pytest.raises(ValueError, match="at least 2"):
@@ -149,6 +182,8 @@ def test_pedcc_loss_bad_input():
         loss(torch.randn(4, 5), torch.tensor([0, 1, 2, 0]))
     with pytest.raises(ValueError, match="scale"):
         PEDCCLoss(num_classes=3, dim=4, scale=0.0)
+    with pytest.raises(ValueError, match="mse_reduction"):
+        PEDCCLoss(num_classes=3, dim=4, mse_reduction="batchmean")
     with pytest.raises(ValueError, match="num_classes <= dim \\+ 1"):
         PEDCCLoss(num_classes=10, dim=4)
 

@@ -6,8 +6,17 @@ authors' network does before the loss) and are L2-normalised: ``z_i = BN(x)_i / 
 fixed unit centroids u_1..u_k, ``cos_ij = z_i . u_j``, scale s and margin m:
 
     L_AM  = 1/B sum_i -log( exp(s (cos_{i y_i} - m)) / (exp(s (cos_{i y_i} - m)) + sum_{j != y_i} exp(s cos_ij)) )
-    L_MSE = 1/(B d) sum_i ||z_i - u_{y_i}||^2                                (torch's mean-reduced MSE)
+    L_MSE = sum_i ||z_i - u_{y_i}||^2 = sum_{i<=B} sum_{j<=d} (z_ij - u_{y_i j})^2     (mse_reduction="sum")
+          = 1/(B d) sum_i ||z_i - u_{y_i}||^2                                     (mse_reduction="mean")
     L     = L_AM + mse_weight * L_MSE^mse_power                              (authors: s = 7.5, m = 0.35, 1, 1)
+
+The reduction: the authors' current code (ZLeopard/PEDCC-Loss, ``tools/train_net.py`` since Jan 2023) uses
+``MSELoss(reduction='sum')``, the sum over the B x d entries, not divided by B nor d; their first version
+used torch's default mean over the B x d entries. ``sum`` is the default here. Since ``||z_i|| = ||u|| = 1``,
+``||z_i - u_{y_i}||^2 = 2 (1 - cos_{i y_i})``: the sum is ``2 sum_i (1 - cos_{i y_i})`` (up to ``4B``), the mean
+``2 mean_i (1 - cos_{i y_i}) / d`` (up to ``4/d``). At CIFAR-100 sizes (B = 128, d = 512, cosines near 0 at
+the start) the mean is about ``2/512 = 0.0039`` against about 7.3 for L_AM: with the mean the term hardly
+acts and the loss is AM-softmax on fixed centroids; with the sum it is about 256 and dominates.
 
 The centroids and the BatchNorm running statistics are buffers. Prediction: argmax_j cos_ij with the
 running statistics (BatchNorm in inference form, whatever the module's mode).
@@ -23,7 +32,21 @@ import torch.nn.functional as F
 from ufm.losses.base import HarnessLoss, register_loss
 from ufm.losses.pod import check_features, resolve_centroids
 
-__all__ = ["PEDCCLoss"]
+__all__ = ["PEDCCLoss", "MSE_REDUCTIONS", "pedcc_mse"]
+
+MSE_REDUCTIONS = ("sum", "mean")
+
+
+def pedcc_mse(z: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
+    """The MSE term: ``sum`` or ``mean`` of ``(z - targets)^2`` over all B x d entries.
+
+    Args:
+        z: (B, d) normalised features; targets: (B, d) their centroids; reduction: "sum" or "mean".
+    Returns:
+        a scalar tensor.
+    """
+    sq = (z - targets).pow(2)  # (B, d)
+    return sq.sum() if reduction == "sum" else sq.mean()
 
 
 @register_loss("pedcc_loss")
@@ -34,14 +57,18 @@ class PEDCCLoss(HarnessLoss):
         centroids: (k, d) unit centroids, or None with ``num_classes`` and ``dim`` (seeded closed form).
         scale, margin: AM-softmax s > 0 and m >= 0.
         mse_weight, mse_power: weight (>= 0) and exponent (> 0) of the MSE term.
+        mse_reduction: "sum" (over the B x d entries, the authors' current code) or "mean" (divided by B d).
         feature_batchnorm: normalise the features with BatchNorm1d(affine=False) first.
         bn_momentum: momentum of the running statistics.
     """
 
     def __init__(self, centroids=None, scale: float = 7.5, margin: float = 0.35, mse_weight: float = 1.0,
-                 mse_power: float = 1.0, feature_batchnorm: bool = True, bn_momentum: float = 0.1, *,
-                 num_classes: int | None = None, dim: int | None = None, seed: int = 0):
+                 mse_power: float = 1.0, feature_batchnorm: bool = True, bn_momentum: float = 0.1,
+                 mse_reduction: str = "sum", *, num_classes: int | None = None, dim: int | None = None, seed: int = 0):
         super().__init__()
+        if mse_reduction not in MSE_REDUCTIONS:
+            raise ValueError(f"mse_reduction must be one of {MSE_REDUCTIONS}, got {mse_reduction!r}")
+        self.mse_reduction = mse_reduction
         for name, v, ok in (("scale", scale, scale > 0), ("margin", margin, margin >= 0),
                             ("mse_weight", mse_weight, mse_weight >= 0), ("mse_power", mse_power, mse_power > 0),
                             ("bn_momentum", bn_momentum, 0 < bn_momentum <= 1)):
@@ -77,7 +104,7 @@ class PEDCCLoss(HarnessLoss):
         cos = z @ c.T
         target = F.one_hot(labels, c.shape[0]).to(cos.dtype)
         am = F.cross_entropy(self.scale * (cos - self.margin * target), labels)
-        mse = (z - c[labels]).pow(2).mean()
+        mse = pedcc_mse(z, c[labels], self.mse_reduction)
         return am + self.mse_weight * mse.pow(self.mse_power)
 
     def harness_predict(self, out, model) -> torch.Tensor:
@@ -87,4 +114,5 @@ class PEDCCLoss(HarnessLoss):
 
     def extra_repr(self) -> str:
         return (f"k={self.centroids.shape[0]}, d={self.centroids.shape[1]}, scale={self.scale}, margin={self.margin}, "
-                f"mse_weight={self.mse_weight}, mse_power={self.mse_power}, feature_batchnorm={self.feature_batchnorm}")
+                f"mse_weight={self.mse_weight}, mse_power={self.mse_power}, mse_reduction={self.mse_reduction!r}, "
+                f"feature_batchnorm={self.feature_batchnorm}")

@@ -35,7 +35,7 @@ from ufm._checks import check_label_tensor
 from ufm.geometry.pedcc import pedcc
 from ufm.losses.base import HarnessLoss, register_loss
 
-__all__ = ["PODLoss", "pod_terms", "pod_optimal_norm", "check_centroids", "check_features",
+__all__ = ["PODLoss", "pod_terms", "pod_term_gradient_norms", "pod_optimal_norm", "check_centroids", "check_features",
            "resolve_centroids", "centroid_cosines"]
 
 
@@ -110,6 +110,22 @@ def pod_terms(features: torch.Tensor, labels: torch.Tensor, centroids: torch.Ten
     gram = r @ r.T if b <= d else r.T @ r
     sc = (gram.pow(2).sum() - diag.pow(2).sum()) / ((b - 1) ** 2 * (d - 1))
     return nac, sc
+
+
+def pod_term_gradient_norms(features: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor,
+                            delta: float) -> tuple[float, float]:
+    """Frobenius norms of the gradients of L_NaC and of L_SC with respect to the (B, d) features.
+
+    Args:
+        features: (B, d) features; labels: (B,) class indices; centroids: (k, d) unit rows; delta: Delta.
+    Returns:
+        ``(||dL_NaC/dX||_F, ||dL_SC/dX||_F)``, computed in float64.
+    """
+    x = features.detach().double().requires_grad_(True)
+    nac, sc = pod_terms(x, labels, centroids, delta)
+    g_nac, = torch.autograd.grad(nac, x, retain_graph=True)
+    g_sc, = torch.autograd.grad(sc, x)
+    return float(g_nac.norm()), float(g_sc.norm())
 
 
 def pod_optimal_norm(delta: float, feature_decay: float) -> float:

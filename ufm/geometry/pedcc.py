@@ -16,7 +16,12 @@ Two generators:
   ``s``-energy ``E = sum_{i<j} ||u_i - u_j||^{-s}`` (``s = 1``: Coulomb charges) by Riemannian gradient
   descent with an adaptive step, until the largest tangential force is below ``tol`` times the
   mean force. :func:`pedcc_repulsion` returns the convergence report; ``scheme="authors"`` runs
-  the original undamped velocity update (step ``G = 0.01``, 200 iterations) for comparison.
+  PEDCC-Loss's original undamped velocity update (step ``G = 0.01``, 200 iterations) for comparison.
+
+Whose generator is whose: the 200-iteration charge model is PEDCC-Loss's (Zhu et al. 2020, code
+ZLeopard/PEDCC-Loss, ``utils/PEDCC.py``); POD's own generator (TianYuZu/POD-Loss, ``PEDCC_maker.py``) is a
+closed-form recursive simplex followed by a random rotation, i.e. ``method="closed_form"`` up to the
+rotation. The charge model's non-convergence at ``k = 100, d = 512`` is a fact about PEDCC-Loss, not POD.
 """
 
 from __future__ import annotations
@@ -133,7 +138,7 @@ def pedcc_repulsion(num_classes: int, dim: int, seed: int = 0, *, s: float = 1.0
     rounding, a step must reduce the tangential force instead). Stops when
     ``max_i ||F_i^tan|| <= tol * mean_i ||F_i||``.
 
-    ``scheme="authors"``: the original update, ``u <- normalise(u + v)``, ``v <- v + G F^tan``
+    ``scheme="authors"``: PEDCC-Loss's original update (POD's generator is closed-form), ``u <- normalise(u + v)``, ``v <- v + G F^tan``
     (``G = 0.01``, no damping, distances floored at 0.01) for ``max_iter`` iterations (200 in the
     original); ``converged`` then reports whether the same force criterion holds at the end.
 

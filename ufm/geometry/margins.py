@@ -24,6 +24,11 @@ where ``Rhat_rho`` is the empirical ramp loss ``mean min(1, max(0, 1 - rho_i / r
 fraction of samples with score margin ``<= rho``). ``rho`` and ``Lambda`` must be fixed before seeing
 the data: the function takes a finite grid of each and pays a union bound (``delta`` split evenly
 over the grid), then reports the smallest value. See theory/large-margin.md, section 3.
+
+The bound needs a sample drawn independently of ``phi``: :func:`heldout_margin_bound` evaluates it on a
+held-out split (features of a network trained on another split). :func:`vacuity_floor` is the lower
+bound ``Rhat_rho + complexity >= 1 + t (2k / sqrt(m) - 1)``, ``t = 2 Lambda mean_i ||phi'(x_i)|| / rho``,
+valid for every head and every ``rho``: at ``m <= 4 k^2`` the bound is vacuous whatever the features.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ __all__ = [
     "linear_head_rademacher",
     "multiclass_margin_bound",
     "margin_report",
+    "heldout_margin_bound",
+    "vacuity_floor",
+    "informative_sample_size",
 ]
 
 
@@ -233,3 +241,79 @@ def margin_report(features, logits, labels, weight, bias=None, delta: float = 0.
         comp = 4.0 * b["k"] / rho * linear_head_rademacher(x, b["Lambda"])
         row.update({"rho_q10": rho, "emp_q10": emp, "complexity_q10": comp, "bound_q10": emp + comp + b["confidence"]})
     return row
+
+
+def vacuity_floor(features, lam: float, rho: float, k: int) -> dict:
+    """Lower bound on ``Rhat_rho + complexity`` for ANY head with ``max_y ||(w_y, b_y)|| <= lam``.
+
+    Every score margin obeys ``rho_i <= 2 lam ||phi'(x_i)||``, so the ramp loss is at least ``1 - t`` and
+    the complexity term at least ``2 k t / sqrt(m)`` (``sqrt(sum a_i^2) >= sum a_i / sqrt(m)``), with
+    ``t = 2 lam mean_i ||phi'(x_i)|| / rho``.
+
+    Args:
+        features: ``phi(x_i)``, ``(m, d)``. lam: the norm bound Lambda. rho: the margin. k: classes.
+
+    Returns:
+        ``t``, ``complexity_floor`` (``2 k t / sqrt(m)``), ``floor`` (``1 + t (2k/sqrt(m) - 1)``) and
+        ``vacuous_at_any_rho`` (``m <= 4 k^2``).
+    """
+    x = as_feature_array(features)
+    m = x.shape[0]
+    if not (lam > 0 and rho > 0):
+        raise ValueError(f"lam and rho must be positive, got {lam}, {rho}")
+    t = 2.0 * lam * float(np.sqrt((x**2).sum(1) + 1.0).mean()) / rho
+    c = 2.0 * k / math.sqrt(m)
+    return {"t": t, "complexity_floor": c * t, "floor": 1.0 + t * (c - 1.0), "vacuous_at_any_rho": m <= 4 * k * k}
+
+
+def informative_sample_size(features, logits, labels, lam: float, k: int, delta_per_cell: float,
+                            rho_grid=None) -> float:
+    """The held-out size ``m*`` above which the bound would fall below 1 if the per-sample margins and
+    feature norms kept their measured distribution: ``min_rho ((A_rho + 3 sqrt(log(2/delta_cell)/2))
+    / (1 - Rhat_rho))^2`` with ``A_rho = 4 k lam RMS_i ||phi'(x_i)|| / rho`` (inf where ``Rhat_rho = 1``).
+
+    Args:
+        features: ``(m, d)``; logits ``(m, k)``; labels ``(m,)``; lam: Lambda; k: classes;
+        delta_per_cell: the confidence per grid cell; rho_grid: margins tried (default ``2^(-20..19)``).
+
+    Returns:
+        ``m*`` (float, ``inf`` when no ``rho`` has a ramp loss below 1).
+    """
+    x = as_feature_array(features)
+    rms = float(np.sqrt(((x**2).sum(1) + 1.0).mean()))
+    sm = score_margins(logits, labels)
+    conf = 3.0 * math.sqrt(math.log(2.0 / delta_per_cell) / 2.0)
+    best = math.inf
+    for rho in np.asarray(2.0 ** np.arange(-20, 20) if rho_grid is None else rho_grid, dtype=np.float64):
+        emp = ramp_margin_loss(sm, float(rho))
+        if emp < 1:
+            best = min(best, ((4.0 * k * lam * rms / rho + conf) / (1.0 - emp)) ** 2)
+    return best
+
+
+def heldout_margin_bound(features, labels, weight, bias=None, delta: float = 0.05) -> dict:
+    """The margin bound on a held-out split, for a head fitted on another split.
+
+    What it bounds: with ``phi`` (the network's features) and the head ``(W, b)`` fixed by the training
+    split, the held-out sample ``(x_i, y_i)`` is i.i.d. and independent of both, so with probability
+    ``>= 1 - delta`` over it the population error ``P(argmax_j (W phi(x) + b)_j != y)`` of the frozen network
+    (and of every head of norm ``<= Lambda`` on ``phi``) is at most ``bound``.
+
+    Args:
+        features: ``phi(x_i)`` of the held-out split, ``(m, d)``. labels: ``(m,)``.
+        weight, bias: the head, ``(k, d)`` and ``(k,)``. delta: confidence parameter.
+
+    Returns:
+        The keys of :func:`multiclass_margin_bound`, plus ``heldout_error`` (the error on this split),
+        ``t``, ``complexity_floor``, ``floor``, ``vacuous_at_any_rho`` (:func:`vacuity_floor` at the
+        chosen ``rho``) and ``m_star`` (:func:`informative_sample_size`).
+    """
+    x = as_feature_array(features)
+    w, b = _head(weight, bias, x.shape[1])
+    z = x @ w.T + b  # (m, k)
+    y = as_label_array(labels, n=x.shape[0], num_classes=w.shape[0])
+    out = multiclass_margin_bound(x, z, y, w, b, delta=delta)
+    out["heldout_error"] = float((z.argmax(1) != y).mean())
+    out.update(vacuity_floor(x, out["Lambda"], out["rho"], out["k"]))
+    out["m_star"] = float(informative_sample_size(x, z, y, out["Lambda"], out["k"], out["delta_per_cell"]))
+    return out

@@ -17,6 +17,13 @@ Terms (means over the classes present):
     L_dis = alpha L_c + beta L_m + gamma L_r
 
 with ``M_k = mu_k`` (the fresh batch mean; ``momentum_mode="partial"``, the paper's choice).
+``norm = 1`` (the authors' code's L1 option) puts ``||.||_1`` in ``L_c`` and ``L_r``; the margin term
+always measures Euclidean distances to the boundaries.
+
+Centre memory: the stored centre averages about ``1/(1 - m)`` batches. ``momentum_memory`` (a fraction
+of an epoch, with ``steps_per_epoch``) sets ``m`` from that rule instead of ``momentum``:
+``m = 1 - 1 / max(1, momentum_memory * steps_per_epoch)`` (:func:`momentum_for_memory`); the authors'
+``m = 0.99`` on CIFAR-10 (391 steps per epoch) is ``AUTHORS_MEMORY_EPOCHS = 100 / 391`` of an epoch.
 Ablations: ``"full"`` uses the momentum centre also in the margin term (``M_k = c_k``); ``"none"``
 uses no momentum anywhere (``c_k = mu_k``). The harness objective is ``CE(logits) + lam * L_dis``.
 
@@ -34,9 +41,35 @@ from torch import nn
 from ufm._checks import as_feature_array, as_label_array, check_label_tensor
 from ufm.losses.base import HarnessLoss, register_loss
 
-__all__ = ["LargeMarginDiscriminativeLoss", "large_margin_reference", "MOMENTUM_MODES"]
+__all__ = ["LargeMarginDiscriminativeLoss", "large_margin_reference", "momentum_for_memory", "MOMENTUM_MODES",
+           "AUTHORS_MEMORY_EPOCHS"]
 
 MOMENTUM_MODES = ("partial", "full", "none")
+#: the authors' centre memory 1/(1 - 0.99) = 100 steps, as a fraction of their epoch (50,000 / 128 -> 391 steps)
+AUTHORS_MEMORY_EPOCHS = 100 / 391
+
+
+def momentum_for_memory(memory_epochs: float, steps_per_epoch: int) -> float:
+    """The centre momentum whose memory ``1/(1 - m)`` is ``memory_epochs`` of an epoch.
+
+    Args:
+        memory_epochs: the memory as a fraction of an epoch (> 0).
+        steps_per_epoch: optimiser steps (batches) per epoch (>= 1).
+
+    Returns:
+        ``m = 1 - 1 / max(1, memory_epochs * steps_per_epoch)`` in ``[0, 1)`` (a memory under one step is
+        no momentum).
+    """
+    if not (np.isfinite(memory_epochs) and memory_epochs > 0):
+        raise ValueError(f"momentum_memory must be a positive fraction of an epoch, got {memory_epochs}")
+    if int(steps_per_epoch) != steps_per_epoch or steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be a positive integer, got {steps_per_epoch}")
+    return 1.0 - 1.0 / max(1.0, float(memory_epochs) * int(steps_per_epoch))
+
+
+def _p_norm(x: torch.Tensor, p: int) -> torch.Tensor:
+    """``||x||_p`` over the last axis (p in {1, 2}); subgradient 0 at 0."""
+    return x.abs().sum(-1) if p == 1 else torch.linalg.vector_norm(x, dim=-1)
 
 
 def _classifier_params(classifier, num_classes: int, feature_dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -73,6 +106,11 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
         lam: weight of L_dis in the harness objective ``CE + lam * L_dis``.
         momentum_mode: "partial" (paper), "full" (momentum centre also in the margin term) or
             "none" (batch means everywhere).
+        norm: 2 (default) or 1: the norm of ``f_i - c_k`` in ``L_c`` and of ``c_k`` in ``L_r`` (the
+            authors' code's ``norm`` option; the margin term is Euclidean either way).
+        momentum_memory, steps_per_epoch: when given (both), ``momentum`` is replaced by
+            :func:`momentum_for_memory` ``(momentum_memory, steps_per_epoch)``: the centre memory as a
+            fraction of an epoch (theory/large-margin.md, section 2).
 
     State: buffers ``centres`` (K, d) and ``seen`` (K,) bool, updated on every call in training
     mode (in eval mode the loss is evaluated with the stored centres and nothing is written).
@@ -84,8 +122,15 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
 
     def __init__(self, num_classes: int, feature_dim: int, alpha: float = 1.0, beta: float = 1.0,
                  gamma: float = 1e-3, delta_v: float = 0.5, delta_d: float = 1.5, momentum: float = 0.99,
-                 lam: float = 1.0, momentum_mode: str = "partial"):
+                 lam: float = 1.0, momentum_mode: str = "partial", norm: int = 2,
+                 momentum_memory: float | None = None, steps_per_epoch: int | None = None):
         super().__init__()
+        if (momentum_memory is None) != (steps_per_epoch is None):
+            raise ValueError("momentum_memory and steps_per_epoch go together (the memory is a fraction of an epoch)")
+        if momentum_memory is not None:
+            momentum = momentum_for_memory(momentum_memory, steps_per_epoch)
+        if norm not in (1, 2):
+            raise ValueError(f"norm must be 1 or 2, got {norm!r}")
         if int(num_classes) != num_classes or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2 (the margin needs a second class), got {num_classes}")
         if int(feature_dim) != feature_dim or feature_dim < 1:
@@ -102,6 +147,8 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
         self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
         self.delta_v, self.delta_d = float(delta_v), float(delta_d)
         self.momentum, self.lam, self.momentum_mode = float(momentum), float(lam), momentum_mode
+        self.norm = int(norm)
+        self.momentum_memory = None if momentum_memory is None else float(momentum_memory)
         self.register_buffer("centres", torch.zeros(self.num_classes, self.feature_dim))
         self.register_buffer("seen", torch.zeros(self.num_classes, dtype=torch.bool))
         self.last_terms: dict[str, torch.Tensor] = {}
@@ -114,7 +161,7 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, feature_dim={self.feature_dim}, alpha={self.alpha}, "
                 f"beta={self.beta}, gamma={self.gamma}, delta_v={self.delta_v}, delta_d={self.delta_d}, "
-                f"momentum={self.momentum}, lam={self.lam}, momentum_mode={self.momentum_mode!r}")
+                f"momentum={self.momentum}, lam={self.lam}, momentum_mode={self.momentum_mode!r}, norm={self.norm}")
 
     # ------------------------------------------------------------------ the loss
     def _check(self, features, labels, classifier):
@@ -148,7 +195,7 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
             was_seen = self.seen[present][:, None]
             c = torch.where(was_seen, self.momentum * prev + (1.0 - self.momentum) * mu, mu)
         # compactness: mean over the classes of the mean over their samples
-        r = torch.linalg.vector_norm(f - c[inv], dim=1)  # subgradient 0 at r = 0
+        r = _p_norm(f - c[inv], self.norm)  # subgradient 0 at r = 0
         hinge_v = torch.clamp(r - self.delta_v, min=0).pow(2)
         l_c = (torch.zeros(kb, dtype=f.dtype, device=f.device).index_add(0, inv, hinge_v) / cnt).mean()
         # margin at M_k against every other class's boundary
@@ -166,7 +213,7 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
         dist = (zk - z) / an
         viol = (self.delta_d - dist).masked_fill(own, float("-inf")).amax(1)
         l_m = torch.clamp(viol, min=0).mean()
-        l_r = torch.linalg.vector_norm(c, dim=1).mean()
+        l_r = _p_norm(c, self.norm).mean()
         if update is None:
             update = self.training
         if update:
@@ -204,7 +251,7 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
 
 
 def large_margin_reference(features, labels, weight, bias, centres, seen, *, alpha=1.0, beta=1.0, gamma=1e-3,
-                           delta_v=0.5, delta_d=1.5, momentum=0.99, momentum_mode="partial") -> dict:
+                           delta_v=0.5, delta_d=1.5, momentum=0.99, momentum_mode="partial", norm=2) -> dict:
     """Float64 numpy value and analytic gradients of ``L_dis`` (theory/large-margin.md, section 2).
 
     Returns ``value``, ``compactness``, ``margin``, ``regulariser``, ``grad_features`` (N, d),
@@ -219,6 +266,7 @@ def large_margin_reference(features, labels, weight, bias, centres, seen, *, alp
       that, times rho_k in mode "full"); dL_m/dw_k = -(M_k - d nu) / (|C_B| ||a||) = -dL_m/dw_j*;
       dL_m/db_k = -1 / (|C_B| ||a||) = -dL_m/db_j*.
     * dL_r/df_i = rho_k / (|C_B| n_k) * c_k / ||c_k||.
+    * ``norm = 1``: ``||.||_1`` in L_c and L_r, with u_i = sign(f_i - c_k) and sign(c_k) for c_k/||c_k||.
     """
     f = as_feature_array(features)
     w = np.asarray(weight, dtype=np.float64)
@@ -242,10 +290,13 @@ def large_margin_reference(features, labels, weight, bias, centres, seen, *, alp
             c, rho = momentum * centres[k] + (1 - momentum) * mu, 1.0 - momentum
         new_centres[k] = c
         diff = f[idx] - c
-        r = np.linalg.norm(diff, axis=1)
+        if norm == 1:
+            r, u = np.abs(diff).sum(1), np.sign(diff)
+        else:
+            r = np.linalg.norm(diff, axis=1)
+            u = np.where(r[:, None] > 0, diff / np.where(r > 0, r, 1.0)[:, None], 0.0)
         h = np.maximum(r - delta_v, 0.0)
         l_c += (h**2).mean() / kb
-        u = np.where(r[:, None] > 0, diff / np.where(r > 0, r, 1.0)[:, None], 0.0)
         hu = h[:, None] * u
         gf[idx] += alpha * 2.0 / (kb * nk) * (hu - rho / nk * hu.sum(0))
         # margin
@@ -270,10 +321,10 @@ def large_margin_reference(features, labels, weight, bias, centres, seen, *, alp
             gb[k] += beta * -1.0 / (kb * na)
             gb[best_j] -= beta * -1.0 / (kb * na)
         # regulariser
-        nc = np.linalg.norm(c)
+        nc = np.abs(c).sum() if norm == 1 else np.linalg.norm(c)
         l_r += nc / kb
         if nc > 0:
-            gf[idx] += gamma * rho / (kb * nk) * c / nc
+            gf[idx] += gamma * rho / (kb * nk) * (np.sign(c) if norm == 1 else c / nc)
     value = alpha * l_c + beta * l_m + gamma * l_r
     return {"value": value, "compactness": l_c, "margin": l_m, "regulariser": l_r, "grad_features": gf,
             "grad_weight": gw, "grad_bias": gb, "new_centres": new_centres}

@@ -9,7 +9,13 @@ with theory/large-margin.md, Theorem 1:
     s_i = [||f_i - c_{y_i}|| - delta_v]_+ ,  t_k = max_{j != k} [delta_d - d_kj(mu_k)]_+ ,
 
 whose zero-loss form is ``gamma_i >= delta_d - delta_v`` (tight: attained by an explicit
-configuration), so correct classification with margin is guaranteed iff ``delta_d > delta_v``.
+configuration): ``delta_d > delta_v`` is a sufficient condition for every zero-loss configuration to
+classify with margin, and the only ratio for which that guarantee holds; trained with cross-entropy the
+features may classify at any ratio (CE dominates at small ``lam``).
+
+:func:`large_margin_phase` runs the phase diagram (ratio x lam x delta_v x gamma x seeds) as one tidy
+table, one row per run, with the cross-entropy-alone feature norm of the same seed as the scale;
+:func:`phase_summary` gives per-cell means with 95% intervals over seeds.
 """
 
 from __future__ import annotations
@@ -17,13 +23,19 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ufm.geometry.margins import boundary_distances
 from ufm.losses.large_margin import LargeMarginDiscriminativeLoss
 from ufm.solvers.free_features import train_free_features
+from ufm.stats import mean_ci
 
-__all__ = ["large_margin_ufm_run", "large_margin_ufm_grid", "theorem1_slack"]
+__all__ = ["large_margin_ufm_run", "large_margin_ufm_grid", "theorem1_slack", "large_margin_phase", "phase_summary",
+           "PHASE_METRICS"]
+
+#: the per-run columns :func:`phase_summary` summarises by default
+PHASE_METRICS = ("train_acc", "margin_over_dv", "spread_over_dv", "min_gap", "feature_norm", "dv_over_scale")
 
 
 def theorem1_slack(features, labels, weight, bias, centres, delta_v: float, delta_d: float) -> dict:
@@ -52,17 +64,18 @@ def large_margin_ufm_run(delta_v: float, delta_d: float, lam: float = 1.0, gamma
                          num_classes: int = 4, per_class: int = 16, dim: int = 2, steps: int = 600,
                          lr: float = 0.05, optimizer: str = "adam", feature_decay: float = 0.0,
                          init_scale: float = 3.0, momentum: float = 0.99, momentum_mode: str = "partial",
-                         batch_size: int | None = None, seed: int = 0, record_every: int = 100) -> dict:
+                         batch_size: int | None = None, seed: int = 0, record_every: int = 100,
+                         alpha: float = 1.0, beta: float = 1.0) -> dict:
     """Train free features with ``CE + lam L_dis`` and measure Theorem 1's quantities at the end.
 
     Returns a dict with the settings, ``min_margin``, ``max_spread``, ``predicted_margin``
     (= delta_d - delta_v), ``min_gap`` (min_i gamma_i - bound_i, >= 0 by the theorem), ``max_slack``,
     ``train_acc``, ``feature_norm`` (mean ||f_i||), ``centre_norm`` (mean ||c_k||), final loss terms
-    and the training ``history``.
+    and the training ``history``. ``lam = 0`` is cross-entropy alone.
     """
     labels = np.repeat(np.arange(num_classes), per_class)
-    loss = LargeMarginDiscriminativeLoss(num_classes, dim, gamma=gamma, delta_v=delta_v, delta_d=delta_d,
-                                         momentum=momentum, lam=lam, momentum_mode=momentum_mode)
+    loss = LargeMarginDiscriminativeLoss(num_classes, dim, alpha=alpha, beta=beta, gamma=gamma, delta_v=delta_v,
+                                         delta_d=delta_d, momentum=momentum, lam=lam, momentum_mode=momentum_mode)
     res = train_free_features(loss, labels, dim, num_classes=num_classes, steps=steps, lr=lr, optimizer=optimizer,
                               feature_decay=feature_decay, batch_size=batch_size, init_scale=init_scale, seed=seed,
                               record_every=record_every)
@@ -75,7 +88,8 @@ def large_margin_ufm_run(delta_v: float, delta_d: float, lam: float = 1.0, gamma
         loss.eval()
         t = loss.terms(res.model.features(), torch.as_tensor(labels, device=res.model.H.device), res.model.classifier)
     return {"delta_v": delta_v, "delta_d": delta_d, "ratio": delta_d / delta_v if delta_v > 0 else float("inf"),
-            "lam": lam, "gamma": gamma, "seed": seed, "momentum_mode": momentum_mode,
+            "lam": lam, "gamma": gamma, "alpha": alpha, "beta": beta, "momentum": momentum, "seed": seed,
+            "momentum_mode": momentum_mode,
             "predicted_margin": delta_d - delta_v, **{k: v for k, v in th.items() if k not in ("margin", "spread", "bound")},
             "feature_norm": float(np.linalg.norm(f, axis=1).mean()), "centre_norm": float(np.linalg.norm(c, axis=1).mean()),
             "compactness": float(t["compactness"]), "margin_term": float(t["margin"]),
@@ -91,3 +105,51 @@ def large_margin_ufm_grid(delta_v=(0.5,), delta_d=(0.25, 0.5, 1.0, 1.5), lam=(1.
         r.pop("history")
         rows.append(r)
     return rows
+
+
+def _seed_list(seeds) -> list[int]:
+    return list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+
+
+def large_margin_phase(delta_v=(0.25, 1.0), ratio=(0.5, 1.0, 1.5, 2.0, 3.0), lam=(1.0, 10.0, 100.0), gamma=(1e-3,),
+                       seeds=5, steps: int = 400, **run_kwargs) -> pd.DataFrame:
+    """The UFM phase diagram of ``CE + lam L_dis``: one row per (delta_v, ratio, lam, gamma, seed).
+
+    Args:
+        delta_v: compactness radii. ratio: ``delta_d / delta_v`` values. lam: weights of ``L_dis``.
+        gamma: centre-norm weights. seeds: a count (``0 .. seeds-1``) or the seeds themselves.
+        steps: optimiser steps per run. run_kwargs: passed to :func:`large_margin_ufm_run` (``per_class``,
+            ``dim``, ``lr``, ``momentum``, ...).
+
+    Returns:
+        A DataFrame with the knobs, ``delta_d``, ``train_acc``, ``min_margin``, ``margin_over_dv``
+        (min sample margin / delta_v), ``max_spread``, ``spread_over_dv``, ``min_gap`` (Theorem 1's slack,
+        ``>= 0``), ``feature_norm``, ``ce_feature_norm`` (cross-entropy alone, same seed and steps: the
+        feature scale) and ``dv_over_scale`` (= delta_v / ce_feature_norm).
+    """
+    seeds = _seed_list(seeds)
+    scale = {s: large_margin_ufm_run(1.0, 1.0, 0.0, 0.0, steps=steps, seed=s, record_every=steps,
+                                     **run_kwargs)["feature_norm"] for s in seeds}
+    rows = []
+    for dv, r, lm, g, s in itertools.product(delta_v, ratio, lam, gamma, seeds):
+        run = large_margin_ufm_run(dv, r * dv, lm, g, steps=steps, seed=s, record_every=steps, **run_kwargs)
+        rows.append({"delta_v": dv, "ratio": r, "lam": lm, "gamma": g, "seed": s, "delta_d": r * dv,
+                     "train_acc": run["train_acc"], "min_margin": run["min_margin"],
+                     "margin_over_dv": run["min_margin"] / dv, "max_spread": run["max_spread"],
+                     "spread_over_dv": run["max_spread"] / dv, "min_gap": run["min_gap"],
+                     "feature_norm": run["feature_norm"], "ce_feature_norm": scale[s],
+                     "dv_over_scale": dv / scale[s]})
+    return pd.DataFrame(rows)
+
+
+def phase_summary(df: pd.DataFrame, metrics=PHASE_METRICS, by=("delta_v", "ratio", "lam", "gamma")) -> pd.DataFrame:
+    """Per cell of :func:`large_margin_phase`: ``n`` seeds, and per metric its mean and 95% t-interval
+    (``<metric>``, ``<metric>_low``, ``<metric>_high``; an all-equal column gives ``[x, x]``)."""
+    out = []
+    for key, g in df.groupby(list(by), sort=True):
+        row = dict(zip(by, key), n=len(g))
+        for m in metrics:
+            ci = mean_ci(g[m].to_numpy())
+            row.update({m: ci.estimate, f"{m}_low": ci.low, f"{m}_high": ci.high})
+        out.append(row)
+    return pd.DataFrame(out)

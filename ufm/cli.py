@@ -5,6 +5,7 @@ Commands:
     train   train a network with any registered loss (see ``python -m ufm train --help``)
     sweep   run a study: a config x a grid x seeds, locally or on a Ray cluster, with a summary table
     report  the summary table, or a paired comparison of two arms, of a study folder
+    phase   a loss's hyperparameters mapped to the UFM minimiser's geometry (table, heatmaps)
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=run_solve)
     importlib.import_module("ufm.train.cli").register(sub)  # train: with the training harness
     importlib.import_module("ufm.study.cli").register(sub)  # sweep, report: with the study engine
+    importlib.import_module("ufm.guidelines.cli").register(sub)  # phase: hyperparameter guidelines on the UFM
     return parser
 
 

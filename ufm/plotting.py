@@ -128,7 +128,10 @@ def phase_diagram(df, x: str, y: str, metric: str, ax=None, level: float = 0.95,
         means[i, j] = st["mean"]
         text = fmt(st) if fmt else format_interval(st["mean"], st["half_width"]).replace(" ± ", "\n± ")
         ax.text(j, i, text, ha="center", va="center", fontsize=8, color="w")
-    im = ax.imshow(np.ma.masked_invalid(means), cmap=cmap, aspect="auto", origin="lower")
+    lo, hi = (np.nanmin(means), np.nanmax(means)) if np.isfinite(means).any() else (0.0, 1.0)
+    if lo == hi:  # a constant map (e.g. the orthogonal frame in every cell): a colour scale around it
+        lo, hi = lo - 0.5 * abs(lo) - 1e-12, hi + 0.5 * abs(hi) + 1e-12
+    im = ax.imshow(np.ma.masked_invalid(means), cmap=cmap, aspect="auto", origin="lower", vmin=lo, vmax=hi)
     ax.figure.colorbar(im, ax=ax, label=metric)
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
     ax.set_yticks(range(len(ys)), [str(v) for v in ys])

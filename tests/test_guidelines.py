@@ -1,0 +1,101 @@
+"""Phase tables (``ufm.guidelines``) and the ``phase`` command: the theorems' numbers cell by cell, the
+table's shape, and clear errors for unknown knobs and values out of range."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ufm.cli import main
+from ufm.guidelines import check_grid, get_phase_loss, phase_table
+from ufm.guidelines.supcon import class_cosines, step_counts
+from ufm.study.results import summarise
+
+
+def test_with_relu_every_temperature_and_imbalance_gives_the_orthogonal_frame():
+    df = phase_table("supcon", {"temperature": [0.05, 0.1, 0.5], "ratio": [1, 10, 100]}, relu=True)
+    assert len(df) == 9 and set(df["solver_status"]) == {"exact"}
+    assert df["delta_of"].abs().max() < 1e-9                      # Theorem 1 at every cell
+    assert np.abs(df[["cos_majority", "cos_minority", "cos_across"]].to_numpy()).max() < 1e-9
+
+
+def test_without_relu_balanced_is_the_etf_and_imbalance_bends_the_minorities_together():
+    df = phase_table("supcon", {"temperature": [0.1, 0.5], "ratio": [1, 10, 100]}, relu=False)
+    assert set(df["solver_status"]) == {"exact"}
+    bal = df[df["ratio"] == 1]
+    assert bal["delta_etf"].abs().max() < 1e-8                      # Theorem 3: equal counts -> simplex ETF
+    assert np.allclose(bal["cos_minority"], -1 / 3, atol=1e-8)
+    for tau, part in df.groupby("temperature"):
+        cos = part.sort_values("ratio")["cos_minority"].to_numpy()
+        assert np.all(np.diff(cos) > 1e-3), (tau, cos)              # minority means pulled together as R grows
+    hot, cold = (df[(df["ratio"] == 100) & (df["temperature"] == t)]["cos_minority"].item() for t in (0.5, 0.1))
+    assert hot > 0.9 > 0.0 > cold                                   # tau = 0.5: minorities nearly collapse
+
+
+def test_exact_cells_run_once_and_the_table_reads_like_a_study():
+    df = phase_table("supcon", {"ratio": [1, 10]}, seeds=3, relu=False)
+    assert len(df) == 2 and df.attrs["keys"] == ["ratio"] and set(df["status"]) == {"complete"}
+    cells = summarise(df, ["delta_of"])
+    assert [c["params"]["ratio"] for c in cells] == [1.0, 10.0] and all(c["n"] == 1 for c in cells)
+
+
+def test_helpers():
+    assert step_counts(10) == [50, 50, 5, 5] and step_counts(2.5, classes=3, minority=4) == [10, 4, 4]
+    g = np.eye(4)
+    g[0, 1] = g[1, 0] = 0.5
+    cos = class_cosines(g, 2)
+    assert cos["cos_majority"] == 0.5 and cos["cos_minority"] == 0.0 and cos["cos_across"] == 0.0
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"tau": [0.1]}, "unknown knob 'tau' for loss 'supcon'; its knobs: temperature"),
+    ({"temperature": [0.0]}, "knob temperature=0.0 is out of range; accepted: float in [0.01, 100]"),
+    ({"temperature": ["hot"]}, "knob temperature='hot' is not a float"),
+    ({"ratio": [0.5]}, "knob ratio=0.5 is out of range; accepted: float in [1, 1000]"),
+    ({"batch_size": [2.5]}, "knob batch_size=2.5 is not a int"),
+    ({"binding": ["maybe"]}, "knob binding='maybe' is not a bool; accepted: true or false"),
+    ({"ratio": [1, 1]}, "knob 'ratio' has repeated values"),
+])
+def test_bad_knobs_are_clear_errors(grid, message):
+    with pytest.raises(ValueError) as err:
+        check_grid(get_phase_loss("supcon"), grid)
+    assert message in str(err.value)
+
+
+def test_binding_without_mini_batches_and_steps_without_relu_are_refused():
+    with pytest.raises(ValueError, match="binding=true needs batch_size > 0"):
+        phase_table("supcon", {"binding": [True]})
+    with pytest.raises(ValueError, match="measured with --relu only"):
+        phase_table("supcon", {"batch_size": [8]})
+
+
+def test_mini_batch_cells_are_seeded_and_count_steps_to_the_frame():
+    df = phase_table("supcon", {"batch_size": [10], "binding": [False, True]}, seeds=2, relu=True)
+    assert len(df) == 4 and set(df["seed"]) == {0, 1}
+    reached = df[df["reached"] == 1.0]
+    assert set(df["solver_status"]) <= {"reached", "censored"}
+    assert (reached["steps"] > 0).all() and df.loc[df["reached"] == 0, "steps"].isna().all()
+
+
+def test_phase_command_prints_cells_and_writes_table_and_heatmaps(tmp_path, capsys):
+    out = tmp_path / "phase"
+    rc = main(["phase", "--loss", "supcon", "--grid", "temperature=0.05,0.1,0.5", "--grid", "ratio=1,10,100",
+               "--relu", "--out", str(out), "--json", "--quiet"])
+    assert rc == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert len(obj["cells"]) == 9
+    assert all(c["solver_status"] == ["exact"] and abs(c["delta_of"]) < 1e-9 for c in obj["cells"])
+    assert (out / "phase.csv").exists() and (out / "delta_of.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--loss", "nope"], "unknown loss 'nope'"),
+    (["--loss", "supcon", "--grid", "tau=1"], "unknown knob 'tau'"),
+    (["--loss", "supcon", "--grid", "ratio=0"], "knob ratio='0' is out of range"),
+])
+def test_phase_command_errors_are_one_line(tmp_path, capsys, argv, message):
+    rc = main(["phase", *argv, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and message in err and "Traceback" not in err

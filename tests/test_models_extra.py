@@ -124,3 +124,33 @@ def test_bad_input_shape(name, x):
         if name == "resnet17" else build_model(name, 10, in_channels=1)
     with pytest.raises(ValueError, match="image batches"):
         m(x)
+
+
+# ----------------------------------------------------------------------------- dropout before the classifier
+@pytest.mark.parametrize("name, kw, shape", [("resnet18_cifar", {}, (3, 3, 8, 8)), ("resnet17", {"width": 8}, (3, 3, 8, 8))])
+def test_dropout_option_keeps_state_dict_and_acts_only_in_training(name, kw, shape):
+    """model_kwargs dropout: p before the classifier (the Gini/KL authors' ResNet-50 has 0.4); p = 0 adds
+    no module, the state-dict keys are the same, eval outputs are unchanged, features are never dropped."""
+    plain = build_model(name, 10, seed=0, **kw)
+    drop = build_model(name, 10, seed=0, dropout=0.4, **kw)
+    assert plain.head_dropout is None and drop.head_dropout.p == 0.4
+    assert list(plain.state_dict()) == list(drop.state_dict())
+    drop.load_state_dict(plain.state_dict())
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    plain.eval(), drop.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(x).logits, drop(x).logits)
+        drop.classifier.train(), drop.head_dropout.train()  # dropout on, batch norm still in eval
+        out = drop(x)
+    assert torch.equal(out.features, plain(x).features)
+    assert not torch.equal(out.logits, plain(x).logits)
+
+
+def test_dropout_bad_values_and_the_paper_config():
+    for bad in (-0.1, 1.0, True):
+        with pytest.raises(ValueError, match="dropout"):
+            build_model("resnet17", 10, width=8, dropout=bad)
+    from ufm.train import load_config
+
+    assert load_config("gini_kl", "paper").model_kwargs == {"dropout": 0.4}
+    assert load_config("gini_kl", "ci").model_kwargs == {}

@@ -34,8 +34,11 @@ which classes a filter responds to, never the size of the features.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,6 +55,12 @@ __all__ = [
     "filter_purity",
     "filter_assignment",
     "gini_kl_geometry",
+    "gini_gradient",
+    "assignment_objective",
+    "pure_minimum",
+    "one_split_minimum",
+    "impurity_threshold",
+    "local_impurity_threshold",
 ]
 
 
@@ -189,6 +198,165 @@ def gini_kl_geometry(activations: torch.Tensor, labels, num_classes: int, target
     return out
 
 
+def gini_gradient(activations: torch.Tensor, labels, num_classes: int, eps: float = 1e-10) -> torch.Tensor:
+    """Closed form of ``dL_G / da_{i,f}`` (B, F) (theory/gini-kl.md, Claim 6)::
+
+        dL_G / da_{i,f} = 2 (sum_c p_{f,c}^2 - p_{f,y_i}) / (|F+| n_{y_i} T_f),   T_f = sum_c S_{f,c}
+
+    for a firing filter f, 0 for a silent one. It vanishes as ``p_f`` tends to uniform (class-blind filters)
+    and falls like ``1 / T_f`` as the filter's total response grows.
+
+    Args:
+        activations: (B, F) or (B, F, *) map; the gradient is taken in ``a`` (:func:`filter_activations`).
+        labels: (B,) integer labels in [0, num_classes).
+        num_classes: k >= 2.
+    Returns:
+        (B, F) tensor in the dtype of ``a``.
+    """
+    a = filter_activations(activations).detach()
+    y = check_label_tensor(labels, a.shape[0], num_classes).to(a.device).long()
+    s, counts = _class_sums(a, y, num_classes)  # (F, k), (k,)
+    tot = s.sum(1)  # (F,)
+    firing = tot > eps
+    p = s / torch.where(firing, tot, torch.ones_like(tot))[:, None]  # (F, k)
+    n_fire = firing.sum().clamp(min=1).to(a.dtype)
+    coef = 2.0 * ((p * p).sum(1)[None, :] - p[:, y].T)  # (B, F): sum_c p_fc^2 - p_{f, y_i}
+    grad = coef / (n_fire * counts[y][:, None] * torch.where(firing, tot, torch.ones_like(tot))[None, :])
+    return grad * firing.to(a.dtype)[None, :]
+
+
+# ------------------------------------------------------------------ minimisers over filter-to-class assignments
+def _check_target(num_filters: int, target) -> np.ndarray:
+    t = np.asarray(target, dtype=float).ravel()
+    if isinstance(num_filters, bool) or int(num_filters) != num_filters or num_filters < 1:
+        raise ValueError(f"num_filters must be a positive integer, got {num_filters!r}")
+    if t.size < 2 or not np.all(np.isfinite(t)) or np.any(t < 0) or abs(t.sum() - 1.0) > 1e-9:
+        raise ValueError(f"target must be a distribution over >= 2 classes, got {target!r}")
+    return t
+
+
+def _kl(t: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """KL(t || q) over the last axis (q broadcast), +inf where q_c = 0 < t_c."""
+    with np.errstate(divide="ignore"):
+        terms = np.where(t > 0, t * (np.log(np.where(t > 0, t, 1.0)) - np.log(q)), 0.0)
+    return terms.sum(-1)
+
+
+def assignment_objective(p, target, ratio: float) -> float:
+    """``L_G + ratio * L_KL`` (ratio = lambda_KL / lambda_G) of filters with class distributions ``p`` (F, k),
+    every filter firing and every class present (then ``q = mean_f p_f``)."""
+    p = np.asarray(p, dtype=float)
+    t = _check_target(p.shape[0], target)
+    gini = float(np.mean(1.0 - (p * p).sum(1)))
+    return gini + ratio * float(_kl(t, p.mean(0)))
+
+
+def _compositions(total: int, parts: int):
+    """Every vector of ``parts`` non-negative integers summing to ``total``."""
+    for cuts in itertools.combinations(range(total + parts - 1), parts - 1):
+        edges = (-1,) + cuts + (total + parts - 1,)
+        yield np.array([edges[i + 1] - edges[i] - 1 for i in range(parts)])
+
+
+def pure_minimum(num_filters: int, target) -> tuple[np.ndarray, float]:
+    """Best pure assignment: the counts ``n`` (k,) (sum F) minimising ``KL(t || n / F)`` and that KL.
+
+    Enumerates the C(F + k - 1, k - 1) compositions (small F, k). Ties: the first in enumeration order.
+    """
+    t = _check_target(num_filters, target)
+    best, best_kl = None, math.inf
+    for n in _compositions(int(num_filters), t.size):
+        v = float(_kl(t, n / num_filters))
+        if v < best_kl - 1e-15:
+            best, best_kl = n, v
+    return best, best_kl
+
+
+def _split_curve(s: np.ndarray, m: np.ndarray, a: int, b: int, t: np.ndarray, ratio: float) -> np.ndarray:
+    """Objective (len(s),) of F - 1 pure filters with counts m and one filter split s / (1 - s) over a / b."""
+    f = m.sum() + 1
+    q = np.repeat(m[None, :] / f, s.size, axis=0)  # (S, k)
+    q[:, a] += s / f
+    q[:, b] += (1.0 - s) / f
+    return 2.0 * s * (1.0 - s) / f + ratio * _kl(t, q)
+
+
+def one_split_minimum(num_filters: int, target, ratio: float, grid: int = 2001) -> dict:
+    """Minimum of ``L_G + ratio L_KL`` over states with F - 1 pure filters and one filter split between two
+    classes (``s`` on class ``a``, ``1 - s`` on ``b``; s in {0, 1} are the pure states). For k = 2 this is
+    the minimum over ALL states (theory/gini-kl.md, Claim 5: at most k - 1 filters are impure).
+
+    1-D minimisation in s for every (counts of the pure filters, a, b): a grid of ``grid`` points, refined by
+    a bounded scalar search around the best grid point.
+
+    Returns:
+        dict: ``objective``, ``s``, ``classes`` (a, b), ``counts`` (k,) of the pure filters, ``pure`` (s at 0/1).
+    """
+    from scipy.optimize import minimize_scalar
+
+    t = _check_target(num_filters, target)
+    if not ratio >= 0:
+        raise ValueError(f"ratio must be >= 0, got {ratio}")
+    k, f = t.size, int(num_filters)
+    grid_s = np.linspace(0.0, 1.0, grid)
+    best = {"objective": math.inf}
+    for m in _compositions(f - 1, k):
+        for a, b in itertools.combinations(range(k), 2):
+            vals = _split_curve(grid_s, m, a, b, t, ratio)
+            j = int(np.argmin(vals))
+            s_opt, v_opt = grid_s[j], float(vals[j])
+            lo, hi = grid_s[max(j - 1, 0)], grid_s[min(j + 1, grid - 1)]
+            if np.isfinite(v_opt):  # refine next to the best grid point (an end point included)
+                r = minimize_scalar(lambda x: float(_split_curve(np.array([x]), m, a, b, t, ratio)[0]),
+                                    bounds=(lo, hi), method="bounded", options={"xatol": 1e-12})
+                if r.fun < v_opt:
+                    s_opt, v_opt = float(r.x), float(r.fun)
+            if v_opt < best["objective"] - 1e-15:
+                best = {"objective": v_opt, "s": float(s_opt), "classes": (a, b), "counts": m.copy()}
+    best["pure"] = best["s"] in (0.0, 1.0)
+    return best
+
+
+def local_impurity_threshold(num_filters: int, target) -> float:
+    """Closed form, k = 2: the ratio at which the best pure assignment stops being a local minimum,
+    ``2 / (t_b / q_b - t_a / q_a)`` (q = n / F of that assignment, b the class with the larger t / q), i.e.
+    where moving part of one filter from a to b starts to lower ``L_G + rho L_KL`` (theory, Claim 5).
+    ``inf`` when ``q = t``."""
+    t = _check_target(num_filters, target)
+    if t.size != 2:
+        raise ValueError("the closed form is for k = 2 classes")
+    n, kl = pure_minimum(num_filters, t)
+    if kl <= 1e-14:
+        return math.inf
+    q = n / num_filters
+    gain = t / q  # (2,) the KL slope of adding mass to each class (up to 1/F)
+    return 2.0 / float(gain.max() - gain.min())
+
+
+def impurity_threshold(num_filters: int, target, tol: float = 1e-9) -> float:
+    """The ratio ``rho* = lambda_KL / lambda_G`` above which a state with one split filter beats every pure
+    assignment (``inf`` when a pure assignment has ``L_KL = 0``, i.e. ``F t`` integer).
+
+    ``D(rho) = min_one-split (L_G + rho L_KL) - rho min_pure L_KL`` is concave in rho, 0 at rho = 0 and <= 0,
+    so ``{D < 0}`` is an interval ``(rho*, inf)``: found by doubling then bisection. Exact for k = 2
+    (Claim 5); for k > 2 an upper bound on where the minimiser stops being pure.
+    """
+    _, kl_pure = pure_minimum(num_filters, target)
+    if kl_pure <= 1e-14:
+        return math.inf
+
+    def impure_wins(rho: float) -> bool:
+        return one_split_minimum(num_filters, target, rho)["objective"] < rho * kl_pure - 1e-13
+
+    lo, hi = 0.0, 1.0
+    while not impure_wins(hi):
+        lo, hi = hi, 2.0 * hi
+    while hi - lo > tol * max(1.0, hi):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if impure_wins(mid) else (mid, hi)
+    return 0.5 * (lo + hi)
+
+
 def _as_maps(activations) -> list[torch.Tensor]:
     if isinstance(activations, torch.Tensor):
         return [activations]
@@ -221,8 +389,10 @@ class GiniKLLoss(HarnessLoss):
         target: None (the batch's class frequencies) or a fixed distribution over the k classes.
         layers: names of ``out.activations`` the terms act on (a string or a sequence). ``None``: every map
             in ``out.activations``.
-        warmup_epochs: the terms are off while ``epoch < warmup_epochs`` (the authors use 10); the epoch is
-            set by the harness through :meth:`on_epoch_start` and kept in a buffer.
+        warmup_epochs: the number of CE-only epochs: the terms are off while the harness's 0-based
+            ``epoch < warmup_epochs``. The authors count epochs from 1 and switch the terms off while
+            ``epoch < start_epoch = 10``: 9 CE-only epochs, i.e. ``warmup_epochs = 9`` here (the paper
+            configs). The epoch is set by the harness through :meth:`on_epoch_start` and kept in a buffer.
         ce_weight: weight of the cross-entropy term (1).
         eps: silence threshold of a filter and floor of ``q`` in the logarithm.
     """
@@ -269,6 +439,7 @@ class GiniKLLoss(HarnessLoss):
     # --------------------------------------------------------------------------------------- the terms
     @property
     def terms_active(self) -> bool:
+        """True from the 0-based epoch ``warmup_epochs`` on (the authors' 1-based epoch ``warmup_epochs + 1``)."""
         return int(self.epoch) >= self.warmup_epochs
 
     def terms(self, activations, labels) -> tuple[torch.Tensor, torch.Tensor]:

@@ -99,3 +99,12 @@ def test_phase_command_errors_are_one_line(tmp_path, capsys, argv, message):
     rc = main(["phase", *argv, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_pod_cells_put_every_sample_at_the_predicted_norm_whatever_the_counts():
+    df = phase_table("pod", {"delta": [0.05, 2.0], "weight_decay": [1e-3, 1e-1], "ratio": [1, 10]})
+    assert set(df["solver_status"]) == {"converged"}, df[["delta", "weight_decay", "norm_error"]]
+    assert df["norm_error"].max() < 1e-4                        # Claim 3: ||h_i|| = r*(Delta, lambda)
+    assert df["delta_etf"].max() < 1e-5                         # class means: the ETF, also at R = 10
+    small = df[(df["weight_decay"] == 1e-3)].set_index("delta")["r_star"]
+    assert small[2.0] > small[0.05]                             # the norm grows with Delta at fixed decay

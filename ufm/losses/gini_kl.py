@@ -278,7 +278,8 @@ def _split_curve(s: np.ndarray, m: np.ndarray, a: int, b: int, t: np.ndarray, ra
     q = np.repeat(m[None, :] / f, s.size, axis=0)  # (S, k)
     q[:, a] += s / f
     q[:, b] += (1.0 - s) / f
-    return 2.0 * s * (1.0 - s) / f + ratio * _kl(t, q)
+    gini = 2.0 * s * (1.0 - s) / f
+    return gini + ratio * _kl(t, q) if ratio > 0 else gini  # rho = 0: no KL term (and no 0 * inf)
 
 
 def one_split_minimum(num_filters: int, target, ratio: float, grid: int = 2001) -> dict:

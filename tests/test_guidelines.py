@@ -108,3 +108,16 @@ def test_pod_cells_put_every_sample_at_the_predicted_norm_whatever_the_counts():
     assert df["delta_etf"].max() < 1e-5                         # class means: the ETF, also at R = 10
     small = df[(df["weight_decay"] == 1e-3) & (df["ratio"] == 1)].set_index("delta")["r_star"]
     assert small[2.0] > small[0.05]                             # the norm grows with Delta at fixed decay
+
+
+def test_atlas_rows_against_their_frames():
+    from ufm.guidelines.atlas import geometry_atlas
+
+    df = geometry_atlas(ratios=(1, 10), seeds=1, losses=("SCL + ReLU", "SCL", "CE + decay", "POD"))
+    d = df.set_index(["loss", "ratio"])
+    assert d.loc[("SCL + ReLU", 1.0), "distance"] < 1e-9 and d.loc[("SCL + ReLU", 10.0), "distance"] < 1e-9
+    assert d.loc[("POD", 10.0), "distance"] < 1e-5 and d.loc[("SCL", 1.0), "distance"] < 1e-8
+    assert d.loc[("SCL", 10.0), "distance"] > 0.05                # no ReLU: imbalance bends the ETF
+    assert d.loc[("CE + decay", 1.0), "etf_distance"] < 1e-7      # balanced CE: the ETF
+    assert 0.05 < d.loc[("CE + decay", 10.0), "distance"] < d.loc[("CE + decay", 10.0), "etf_distance"]
+    assert set(df["status"]) <= {"exact", "stationary", "converged"}

@@ -336,3 +336,14 @@ def test_nc2_etf_w_centred_is_the_centred_classifier_gram_and_ignores_a_common_o
     assert _close(nc2_etf_w_centred(W), gram_distance(wc @ wc.T, np.eye(5) - 1 / 5))  # the former delta_etf_w
     etf = simplex_etf(5, 8, seed=0) + 0.7  # a simplex ETF with every row shifted
     assert nc2_etf_w_centred(etf) < 1e-12 and nc2_etf_w(etf) > 0.5  # tding1's uncentred metric sees the shift
+
+
+def test_equiangularity_of_two_classes_is_undefined_not_a_nan_with_a_warning():
+    import warnings
+
+    y = np.repeat([0, 1], 5)
+    h = np.random.default_rng(0).standard_normal((10, 3)) + 3 * y[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = nc_metrics(h, y)
+    assert out["nc2_equiangular_std"] is None and "nc2_equiangular_std: equiangularity needs at least 3 classes" in out["nc_undefined"]

@@ -324,8 +324,12 @@ def max_angle(vectors) -> float:
 
 def equiangular_std(vectors) -> float:
     """Sample std (ddof = 1) of the K(K-1)/2 pairwise cosines of the rows: Papyan et al.'s "equiangularity"
-    panel (``Std_{c,c'} cos``; the Colab code does not compute it). Zero for any equiangular set."""
-    return float(_cosines(vectors, "class").std(ddof=1))
+    panel (``Std_{c,c'} cos``; the Colab code does not compute it). Zero for any equiangular set.
+    Undefined (ValueError) for K = 2: one pair, no spread to estimate."""
+    cos = _cosines(vectors, "class")
+    if cos.size < 2:
+        raise ValueError(f"equiangularity needs at least 3 classes (2 pairs of cosines), got {np.asarray(vectors).shape[0]}")
+    return float(cos.std(ddof=1))
 
 
 def nc2_etf(stats: ClassStats, centring: str = "balanced") -> float:

@@ -121,3 +121,26 @@ def test_atlas_rows_against_their_frames():
     assert d.loc[("CE + decay", 1.0), "etf_distance"] < 1e-7      # balanced CE: the ETF
     assert 0.05 < d.loc[("CE + decay", 10.0), "distance"] < d.loc[("CE + decay", 10.0), "etf_distance"]
     assert set(df["status"]) <= {"exact", "stationary", "converged"}
+
+
+def test_gini_kl_cells_split_a_filter_where_the_two_class_boundary_says_and_never_beat_its_minimum():
+    df = phase_table("gini_kl", {"lambda_kl": [0.2, 5.0], "ratio": [3.0], "filters_per_class": [1]}, seeds=4)
+    assert np.allclose(df["rho_star"], df["rho_star"].iloc[0]) and 1.5 < df["rho_star"].iloc[0] < 2.5
+    assert (df["train_acc"] == 1.0).all()
+    assert (df["terms"] >= df["terms_minimum"] - 1e-6).all()            # Claim 5: no state beats the minimum
+    above = df[df["lambda_kl"] == 5.0]                                   # rho = 10 > rho*: one filter split
+    assert (above["impure_filters"] == 1.0).all() and (above["terms"] - above["terms_minimum"]).max() < 1e-3
+    below = df[df["lambda_kl"] == 0.2]                                   # rho = 0.4 < rho*: the minimiser is pure
+    reached = below[below["terms"] - below["terms_minimum"] < 1e-3]
+    assert len(reached) >= 1 and (reached["impure_filters"] == 0.0).all()
+    stuck = below[below["terms"] - below["terms_minimum"] >= 1e-3]     # a shared filter: not the minimiser
+    assert (stuck["impure_filters"] >= 1.0).all()
+
+
+def test_large_margin_cells_keep_theorem_1_and_refuse_two_ways_to_set_delta_d():
+    df = phase_table("large_margin", {"ratio": [0.5, 3.0], "lambda": [100.0]})
+    assert (df["min_gap"] >= -1e-6).all()                       # Theorem 1 holds in every trained cell
+    three = df[df["ratio"] == 3.0].iloc[0]
+    assert three["train_acc"] == 1.0 and three["margin_over_dv"] > 1.0  # ratio 3: margin >= (3 - 1) delta_v - slack
+    with pytest.raises(ValueError, match="knobs delta_d and ratio both set delta_d"):
+        phase_table("large_margin", {"ratio": [1.0], "delta_d": [1.0]})

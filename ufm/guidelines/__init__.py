@@ -12,6 +12,6 @@ A loss joins with one module here that registers a :class:`PhaseLoss`.
 from __future__ import annotations
 
 from ufm.guidelines.base import PHASE_LOSSES, Knob, PhaseLoss, check_grid, get_phase_loss, phase_table, register_phase_loss
-from ufm.guidelines import pod, supcon  # noqa: F401  (each registers its loss)
+from ufm.guidelines import gini_kl, large_margin, pod, supcon  # noqa: F401  (each registers its loss)
 
 __all__ = ["PHASE_LOSSES", "Knob", "PhaseLoss", "check_grid", "get_phase_loss", "phase_table", "register_phase_loss"]

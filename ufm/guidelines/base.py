@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import pandas as pd
@@ -98,6 +98,7 @@ class PhaseLoss:
         seeded: whether a cell depends on the seed (an exact solver's cell does not: its first seed only is
             run), or a function of the cell's knob values that says it.
         description: one paragraph: what one cell solves.
+        validate: optional check of the swept knobs taken together (raises ValueError).
     """
 
     name: str
@@ -106,7 +107,7 @@ class PhaseLoss:
     quantities: tuple[str, ...]
     seeded: bool | Callable[[dict], bool] = True
     description: str = ""
-    options: dict = field(default_factory=dict)
+    validate: Callable[[dict], None] | None = None
 
     def knob(self, name: str) -> Knob:
         for k in self.knobs:
@@ -141,6 +142,8 @@ def check_grid(loss: PhaseLoss, grid: dict[str, Iterable]) -> dict[str, list]:
         if len(set(vals)) != len(vals):
             raise ValueError(f"knob {name!r} has repeated values: {vals}")
         out[name] = vals
+    if loss.validate is not None:
+        loss.validate(out)
     return out
 
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ufm.guidelines.base import PHASE_LOSSES, check_grid, get_phase_loss, phase_table, phase_tasks
+from ufm.study.cli import _seeds  # the same --seeds parser as sweep
 
 TABLE_FILE = "phase.csv"
 
@@ -42,16 +43,6 @@ def _grid_item(text: str) -> tuple[str, list[str]]:
     if not key.strip() or not vals:
         raise argparse.ArgumentTypeError(f"--grid must be KNOB=V1,V2,..., got {text!r}")
     return key.strip(), vals
-
-
-def _seeds(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds must be a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"--seeds must be a positive integer, got {n}")
-    return n
 
 
 def _plain(v):

@@ -144,3 +144,14 @@ def test_large_margin_cells_keep_theorem_1_and_refuse_two_ways_to_set_delta_d():
     assert three["train_acc"] == 1.0 and three["margin_over_dv"] > 1.0  # ratio 3: margin >= (3 - 1) delta_v - slack
     with pytest.raises(ValueError, match="knobs delta_d and ratio both set delta_d"):
         phase_table("large_margin", {"ratio": [1.0], "delta_d": [1.0]})
+
+
+def test_large_margin_without_the_margin_term_drifts_to_the_trivial_solution():
+    """beta = 0 leaves L_c + L_r, minimised by every feature and centre at the origin: where L_dis dominates
+    (lambda = 100) features and centres shrink towards it (only CE holds them out); gamma acts at gamma (1 - m)."""
+    df = phase_table("large_margin", {"beta": [0.0, 1.0], "lambda": [100.0], "momentum": [0.9]}, seeds=2)
+    for seed, part in df.groupby("seed"):
+        off, on = (part[part["beta"] == b].iloc[0] for b in (0.0, 1.0))
+        assert off["feature_norm"] < 0.8 * on["feature_norm"] and off["centre_norm"] < 0.8 * on["centre_norm"]
+        assert on["train_acc"] == 1.0
+    assert np.allclose(df["gamma_effective"], 1e-3 * (1 - 0.9))

@@ -155,3 +155,18 @@ def test_large_margin_without_the_margin_term_drifts_to_the_trivial_solution():
         assert off["feature_norm"] < 0.8 * on["feature_norm"] and off["centre_norm"] < 0.8 * on["centre_norm"]
         assert on["train_acc"] == 1.0
     assert np.allclose(df["gamma_effective"], 1e-3 * (1 - 0.9))
+
+
+@pytest.mark.parametrize("loss, grid, quantity", [
+    ("pod", ["delta=0.5", "weight_decay=0.01,0.1"], "norm_error"),
+    ("gini_kl", ["lambda_kl=5"], "impure_filters"),
+    ("large_margin", ["delta_d=1.5"], "min_gap"),
+])
+def test_phase_command_for_every_loss(tmp_path, capsys, loss, grid, quantity):
+    argv = ["phase", "--loss", loss, "--out", str(tmp_path), "--json", "--quiet"]
+    for g in grid:
+        argv += ["--grid", g]
+    assert main(argv) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["loss"] == loss and len(obj["cells"]) == len(grid[-1].split(","))
+    assert all(quantity in c and c["solver_status"] for c in obj["cells"]) and (tmp_path / "phase.csv").exists()

@@ -74,3 +74,76 @@ def as_feature_array(features, name: str = "features") -> np.ndarray:
         raise ValueError(f"{name} must have shape (N, d), got {tuple(arr.shape)}")
     check_finite(arr, name)
     return arr
+
+
+# ----------------------------------------------------------------------------- scalars
+def _describe(value) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def check_real(value, name: str, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False, finite: bool = True) -> float:
+    """``value`` as a Python float, checked against ``[low, high]`` (ends open where asked).
+
+    Raises:
+        TypeError: ``value`` is not a real number (a string, None, a bool, a tensor of several entries).
+        ValueError: NaN, an infinity (when ``finite``) or outside the accepted range; the message names
+            ``name``, the value and the range accepted.
+    """
+    if isinstance(value, bool) or isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    if isinstance(value, (torch.Tensor, np.ndarray)) and np.size(value) != 1:
+        raise TypeError(f"{name} must be a real number, got an array of shape {tuple(np.shape(value))}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}") from None
+    accepted = _range_text(low, high, low_open, high_open, finite)
+    if np.isnan(x) or (finite and not np.isfinite(x)):
+        raise ValueError(f"{name} must be {accepted}, got {value!r}")
+    if low is not None and (x < low or (low_open and x == low)):
+        raise ValueError(f"{name} must be {accepted}, got {value!r}")
+    if high is not None and (x > high or (high_open and x == high)):
+        raise ValueError(f"{name} must be {accepted}, got {value!r}")
+    return x
+
+
+def check_positive(value, name: str) -> float:
+    """A positive finite real (temperatures, learning rates, margins): ``check_real(low=0, low_open=True)``."""
+    return check_real(value, name, low=0.0, low_open=True)
+
+
+def check_int(value, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as a Python int (an integral float such as 3.0 is accepted) in ``[low, high]``.
+
+    Raises:
+        TypeError: not an integer (a string, a bool, 2.5, None).
+        ValueError: outside ``[low, high]``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise TypeError(f"{name} must be an integer, got {_describe(value)}")
+    if isinstance(value, (float, np.floating)) and not (np.isfinite(value) and float(value).is_integer()):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    k = int(value)
+    if (low is not None and k < low) or (high is not None and k > high):
+        raise ValueError(f"{name} must be an integer {_range_text(low, high, False, False, False)}, got {value!r}")
+    return k
+
+
+def check_choice(value, name: str, choices) -> object:
+    """``value`` if it is one of ``choices``; else a ValueError that lists them."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+    return value
+
+
+def _range_text(low, high, low_open, high_open, finite) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        what = "positive" if (low == 0 and low_open) else f"{'>' if low_open else '>='} {low}"
+        return f"{what}{' and finite' if finite else ''}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high}"
+    return "finite" if finite else "a number"

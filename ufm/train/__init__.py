@@ -10,7 +10,7 @@ profiles, and the ``python -m ufm train`` command.
 from __future__ import annotations
 
 from ufm.train.config import PROFILES, TrainConfig, available_configs, config_dir, load_config, parse_overrides
-from ufm.train.checkpoint import CheckpointError, RunState, run_state
+from ufm.train.checkpoint import CheckpointError, RunFolderError, RunState, run_state
 from ufm.train.loop import CHECKPOINT, METRIC_KEYS, METRICS_FILE, BatchObjective, build_run, lr_factor, read_metrics, train
 from ufm.geometry.seli import centred_gram, mean_pairwise_cosine, seli_grams
 
@@ -25,6 +25,7 @@ __all__ = [
     "run_state",
     "RunState",
     "CheckpointError",
+    "RunFolderError",
     "BatchObjective",
     "build_run",
     "read_metrics",

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CHECKPOINT", "METRICS_FILE", "RUN_FILE", "CheckpointError", "RunState", "atomic_write", "write_jsonl",
-           "read_metrics", "read_run_record", "load_checkpoint", "save_checkpoint", "remove_stale_temporaries",
-           "run_state"]
+__all__ = ["CHECKPOINT", "METRICS_FILE", "RUN_FILE", "CheckpointError", "RunFolderError", "RunState", "atomic_write",
+           "write_jsonl", "read_metrics", "read_run_record", "load_checkpoint", "save_checkpoint",
+           "prepare_run_folder", "remove_stale_temporaries", "run_state"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -30,8 +30,57 @@ RUN_FILE = "run.json"
 _CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "loss", "scaler", "rng", "metrics")
 
 
+_HINT = "run again with --restart (or resume=False) to start this run afresh, or delete the file"
+
+
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read (truncated, corrupt, or not one of this project's)."""
+    """A checkpoint that cannot be read (truncated, corrupt, a folder, or not one of this project's)."""
+
+
+class RunFolderError(ValueError):
+    """An output folder that cannot hold a run (it is a file, or files cannot be written in it)."""
+
+
+def prepare_run_folder(out_dir) -> Path:
+    """Create the run folder ``out_dir`` (and its parents) and check that it can hold a run.
+
+    The check writes and removes one temporary file (named like the temporaries that
+    :func:`remove_stale_temporaries` clears), so a read-only folder or file system is found before any
+    training, whoever runs it (permission bits alone do not stop the superuser).
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        RunFolderError: ``out_dir`` is a file, or it cannot be created or written; names the path and why.
+        CheckpointError: ``out_dir/checkpoint.pt`` exists but is not a file (a folder): neither resuming
+            nor ``--restart`` could use it.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"output folder (--out) {out} is a file, not a folder: choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=f".{RUN_FILE}.", suffix=".tmp")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise RunFolderError(f"output folder (--out) {out} cannot be written ({why}): choose another --out "
+                             "or make it writable") from None
+    ck = out / CHECKPOINT
+    if ck.exists() and not ck.is_file():
+        raise CheckpointError(f"checkpoint {ck} is a folder, not a checkpoint file: delete it "
+                              "(neither resuming nor --restart can use it)")
+    return out
+
+
+def _zip_without_end(path: Path) -> bool:
+    """Whether ``path`` starts like a zip archive (torch's format) but lacks the archive's end record:
+    the signature of a file cut short (a copy interrupted, a full disk)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head == b"PK\x03\x04" and not zipfile.is_zipfile(path)
 
 
 def atomic_write(path: Path, write) -> None:
@@ -98,19 +147,35 @@ def load_checkpoint(path) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (on the CPU).
 
     Raises:
-        CheckpointError: one line naming the file and ``--restart`` when it is truncated or corrupt.
+        CheckpointError: one line naming the file, what is wrong with it (a folder, unreadable, empty,
+            truncated, corrupt, or a torch file of something else) and ``--restart``.
     """
     path = Path(path)
-    hint = "run again with --restart (or resume=False) to start this run afresh, or delete the file"
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file: delete it "
+                              "(neither resuming nor --restart can use it)")
     try:
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"checkpoint {path} is truncated or corrupt (empty: 0 bytes); {_HINT}")
+        if _zip_without_end(path):
+            raise CheckpointError(f"checkpoint {path} is truncated or corrupt (cut short: a torch archive without its end); {_HINT}")
         state = torch.load(path, map_location="cpu", weights_only=False)
+    except CheckpointError:
+        raise
+    except OSError as err:  # unreadable, or torch's reader refused the archive
+        why = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"checkpoint {path} cannot be read ({why}); {_HINT}") from None
     except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, AttributeError,
-            ImportError, IndexError, KeyError, TypeError) as err:
+            ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0][:120]
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({reason}); {hint}") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({reason}); {_HINT}") from None
     missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise CheckpointError(f"{path} is not a checkpoint of a ufm training run (missing {missing}); {hint}")
+        what = f"a {type(state).__name__}" + (f" with keys {sorted(map(str, state))[:6]}" if isinstance(state, dict) else "")
+        raise CheckpointError(f"{path} is not a checkpoint of a ufm training run ({what}; missing {missing}); {_HINT}")
+    if not isinstance(state["config"], dict) or not isinstance(state["epoch"], int):
+        raise CheckpointError(f"{path} is not a checkpoint of a ufm training run (its 'config' is not a mapping "
+                              f"or its 'epoch' not an integer); {_HINT}")
     return state
 
 

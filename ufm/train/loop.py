@@ -54,6 +54,7 @@ from ufm.train.checkpoint import (
     METRICS_FILE,
     RUN_FILE,
     load_checkpoint,
+    prepare_run_folder,
     read_metrics,
     remove_stale_temporaries,
     save_checkpoint,
@@ -330,13 +331,14 @@ def train(config, out_dir, resume: bool = True, stop_after: int | None = None, l
             epoch (default: ``print`` when ``config.progress``; None: silent).
 
     Raises:
-        CheckpointError: the checkpoint in ``out_dir`` is truncated or corrupt (one line; restart).
+        RunFolderError: ``out_dir`` is a file or cannot be written (found before any training).
+        CheckpointError: the checkpoint in ``out_dir`` is a folder, empty, truncated, corrupt or not a
+            run's (one line naming the file, with the ``--restart`` hint).
         ValueError: the checkpoint holds another config, or the objective diverged.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**dict(config))
     cfg.validate()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_run_folder(out_dir)
     log = log if log is not None else (print if cfg.progress else None)
     place = _place(cfg)
     if place.main and remove_stale_temporaries(out) and log:

@@ -1,0 +1,168 @@
+"""Bad input to the training harness: each a clear error (type + message naming the argument, the value
+and what to do), one row per case; a new case joins by adding a row.
+
+Issue 15: run folders that cannot hold a run, checkpoints that cannot be resumed, a batch size that lets
+no step happen, ``stop_after`` out of range, and the ``amp`` modes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+import torch
+
+from ufm.train import CheckpointError, RunFolderError, TrainConfig, train
+from ufm.train import checkpoint as ckmod
+
+TINY = dict(dataset="digits", model="mlp", model_kwargs={"widths": [16, 8]}, batch_size=128, lr=0.1,
+            device="cpu", amp=False, augment=False, probe_every=0, loss="ce", epochs=2)
+HINT = r"--restart .*delete the file"
+
+
+@pytest.fixture(scope="module")
+def half_run(tmp_path_factory):
+    """A run folder after 1 of 2 epochs: its checkpoint is the one the cases below spoil."""
+    out = tmp_path_factory.mktemp("half_run")
+    train(TrainConfig(**TINY), out, stop_after=1)
+    return out
+
+
+# ----------------------------------------------------------------------------- run folders and checkpoints
+def _garbage(ck, good):
+    ck.write_bytes(b"\x00garbage\xff" * 10)
+
+
+def _empty(ck, good):
+    ck.write_bytes(b"")
+
+
+def _other_dict(ck, good):
+    torch.save({"weights": torch.zeros(2)}, ck)
+
+
+def _other_tensor(ck, good):
+    torch.save(torch.zeros(3), ck)
+
+
+def _bad_config(ck, good):
+    state = torch.load(ck, weights_only=False)
+    torch.save({**state, "config": 3}, ck)
+
+
+def _folder(ck, good):
+    ck.unlink()
+    ck.mkdir()
+
+
+def _cut(fraction):
+    def cut(ck, good):
+        ck.write_bytes(good[: int(len(good) * fraction)])
+    return cut
+
+
+def _pickle_cut(ck, good):  # the legacy (non-zip) format cut short
+    import io
+    import pickle
+
+    buf = io.BytesIO()
+    pickle.dump({"config": {}, "epoch": 0}, buf)
+    ck.write_bytes(buf.getvalue()[:10])
+
+
+CHECKPOINT_CASES = [
+    pytest.param(_garbage, r"checkpoint \S+checkpoint.pt is truncated or corrupt \(invalid load key", id="garbage"),
+    pytest.param(_empty, r"checkpoint \S+checkpoint.pt is truncated or corrupt \(empty: 0 bytes\)", id="empty"),
+    pytest.param(_other_dict, r"\S+checkpoint.pt is not a checkpoint of a ufm training run \(a dict with keys "
+                 r"\['weights'\]; missing \['config'", id="torch-file-of-a-dict"),
+    pytest.param(_other_tensor, r"\S+checkpoint.pt is not a checkpoint of a ufm training run \(a Tensor",
+                 id="torch-file-of-a-tensor"),
+    pytest.param(_bad_config, r"not a checkpoint of a ufm training run \(its 'config' is not a mapping", id="config-not-a-dict"),
+    pytest.param(_cut(1 / 3), r"checkpoint \S+checkpoint.pt is truncated or corrupt \(cut short: a torch archive without its end\)", id="third"),
+    pytest.param(_cut(1 / 2), r"checkpoint \S+checkpoint.pt is truncated or corrupt \(cut short: a torch archive without its end\)", id="half"),
+    pytest.param(_cut(0.99), r"checkpoint \S+checkpoint.pt is truncated or corrupt \(cut short", id="all-but-the-end"),
+    pytest.param(_pickle_cut, r"checkpoint \S+checkpoint.pt is truncated or corrupt", id="legacy-pickle-cut"),
+]
+
+
+@pytest.mark.parametrize("spoil, message", CHECKPOINT_CASES)
+def test_a_checkpoint_that_cannot_be_resumed_is_one_clear_error(half_run, tmp_path, spoil, message):
+    out = tmp_path / "run"
+    shutil.copytree(half_run, out)
+    ck = out / "checkpoint.pt"
+    spoil(ck, (half_run / "checkpoint.pt").read_bytes())
+    with pytest.raises(CheckpointError) as err:
+        train(TrainConfig(**TINY), out)
+    text = str(err.value)
+    assert re.search(message, text), text
+    assert str(ck) in text and "\n" not in text and re.search(HINT, text), text
+    assert isinstance(err.value, ValueError)
+    # --restart (resume=False) recovers the run
+    assert len(train(TrainConfig(**TINY), out, resume=False)) == 2
+
+
+def test_a_checkpoint_that_is_a_folder_names_it_and_what_to_do(half_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(half_run, out)
+    _folder(out / "checkpoint.pt", b"")
+    for resume in (True, False):  # neither resuming nor --restart could write over a folder
+        with pytest.raises(CheckpointError, match=r"checkpoint \S+checkpoint.pt is a folder, not a checkpoint file: "
+                                                  r"delete it \(neither resuming nor --restart"):
+            train(TrainConfig(**TINY), out, resume=resume)
+
+
+def _out_is_file(tmp_path, monkeypatch):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    return f
+
+
+def _parent_is_file(tmp_path, monkeypatch):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    return f / "run"
+
+
+def _not_writable(tmp_path, monkeypatch):
+    """A read-only folder or file system: writing a file there fails (simulated, so that the row also
+    runs as the superuser, whom permission bits do not stop)."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ckmod.tempfile, "mkstemp", refuse)
+    return tmp_path / "ro"
+
+
+def _read_only_folder(tmp_path, monkeypatch):
+    if os.geteuid() == 0:
+        pytest.skip("permission bits do not stop the superuser (the simulated row covers it)")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    return ro
+
+
+FOLDER_CASES = [
+    pytest.param(_out_is_file, r"output folder \(--out\) \S+afile is a file, not a folder: choose another --out",
+                 id="out-is-a-file"),
+    pytest.param(_parent_is_file, r"output folder \(--out\) \S+afile/run cannot be written \(Not a directory\)",
+                 id="parent-is-a-file"),
+    pytest.param(_not_writable, r"output folder \(--out\) \S+ro cannot be written \(Permission denied\): "
+                 r"choose another --out or make it writable", id="read-only-simulated"),
+    pytest.param(_read_only_folder, r"output folder \(--out\) \S+ro cannot be written \(Permission denied\)",
+                 id="read-only-folder"),
+]
+
+
+@pytest.mark.parametrize("make, message", FOLDER_CASES)
+def test_an_output_folder_that_cannot_hold_a_run_is_found_before_training(tmp_path, monkeypatch, make, message):
+    out = make(tmp_path, monkeypatch)
+    with pytest.raises(RunFolderError, match=message):
+        train(TrainConfig(**TINY), out)
+    try:
+        assert not (out / "run.json").exists()
+    finally:
+        if out.name == "ro" and out.exists():
+            out.chmod(0o700)

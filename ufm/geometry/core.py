@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ufm._checks import as_feature_array, as_label_array
+from ufm._checks import as_feature_array, as_label_array, check_int
 
 __all__ = [
     "orthogonal_frame_gram",
@@ -47,8 +47,7 @@ def simplex_etf_gram(k: int) -> np.ndarray:
 
     Equals ``k/(k-1) (I - 11^T/k)``.
     """
-    if k < 2:
-        raise ValueError(f"a simplex ETF needs k >= 2 classes, got k={k}")
+    k = _check_etf_classes(k)
     return k / (k - 1) * (np.eye(k) - np.ones((k, k)) / k)
 
 
@@ -59,6 +58,19 @@ def sample_gram(labels, class_gram: np.ndarray) -> np.ndarray:
     if y.size and y.max() >= class_gram.shape[0]:
         raise ValueError(f"labels go up to {y.max()} but class_gram is {class_gram.shape}")
     return class_gram[np.ix_(y, y)]
+
+
+def _check_etf_classes(k) -> int:
+    """``k`` as an int >= 2 (a simplex ETF needs two classes); TypeError / ValueError naming ``k`` otherwise."""
+    k = check_int(k, "k")
+    if k < 2:
+        raise ValueError(f"a simplex ETF needs k >= 2 classes, got k={k}")
+    return k
+
+
+def _check_seed(seed) -> int | None:
+    """``None`` or a non-negative integer seed (what ``numpy.random.default_rng`` accepts)."""
+    return None if seed is None else check_int(seed, "seed", low=0)
 
 
 def _random_rotation(d: int, seed: int | None) -> np.ndarray:
@@ -72,7 +84,12 @@ def orthogonal_frame(k: int, d: int, seed: int | None = None) -> np.ndarray:
 
     ``seed=None`` gives the first ``k`` standard basis vectors (non-negative, as a ReLU network
     can realise); an integer seed applies a seeded random rotation.
+
+    Raises:
+        TypeError: ``k``, ``d`` or ``seed`` not an integer.
+        ValueError: ``k < 1``, ``d < k`` or a negative seed.
     """
+    k, d, seed = check_int(k, "k", low=1), check_int(d, "d", low=1), _check_seed(seed)
     if d < k:
         raise ValueError(f"an orthogonal frame of k={k} classes needs dimension d >= k, got d={d}")
     frame = np.eye(k, d)
@@ -87,9 +104,13 @@ def simplex_etf(k: int, d: int, seed: int | None = None) -> np.ndarray:
     Needs ``d >= k - 1``. Rows of ``sqrt(k/(k-1)) (I - 11^T/k)`` written in an orthonormal basis of
     the ``(k-1)``-dimensional subspace orthogonal to ``1``, padded to ``d`` coordinates, then rotated
     by a seeded Haar rotation when ``seed`` is given.
+
+    Raises:
+        TypeError: ``k``, ``d`` or ``seed`` not an integer.
+        ValueError: ``k < 2``, ``d < k - 1`` or a negative seed.
     """
-    if k < 2:
-        raise ValueError(f"a simplex ETF needs k >= 2 classes, got k={k}")
+    k, seed = _check_etf_classes(k), _check_seed(seed)
+    d = check_int(d, "d", low=1)
     if d < k - 1:
         raise ValueError(f"a simplex ETF of k={k} classes needs dimension d >= k-1={k - 1}, got d={d}")
     centred = np.sqrt(k / (k - 1)) * (np.eye(k) - np.ones((k, k)) / k)

@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from ufm._checks import as_feature_array, as_label_array
+from ufm._checks import as_feature_array, as_label_array, check_int, check_positive, check_real
 
 __all__ = [
     "boundary_distances",
@@ -134,8 +134,7 @@ def class_spread(features, labels, centres=None) -> np.ndarray:
 
 def ramp_margin_loss(margins, rho: float) -> float:
     """Empirical ramp loss ``mean min(1, max(0, 1 - rho_i / rho))`` (``<= P_S(rho_i <= rho)``)."""
-    if not rho > 0:
-        raise ValueError(f"rho must be positive, got {rho}")
+    rho = check_positive(rho, "rho")
     m = np.asarray(margins, dtype=np.float64)
     if m.ndim != 1 or m.size == 0 or not np.all(np.isfinite(m)):
         raise ValueError("margins must be a non-empty finite 1-D array")
@@ -146,8 +145,7 @@ def linear_head_rademacher(features, lam: float) -> float:
     """Upper bound ``Lambda * sqrt(sum_i ||phi'(x_i)||^2) / m`` on the empirical Rademacher complexity
     of ``{x -> w^T phi'(x) : ||w|| <= Lambda}``, ``phi' = (phi, 1)`` (Cauchy-Schwarz + Jensen)."""
     x = as_feature_array(features)
-    if not lam > 0:
-        raise ValueError(f"Lambda must be positive, got {lam}")
+    lam = check_positive(lam, "lam (Lambda)")
     m = x.shape[0]
     return float(lam * math.sqrt(float((x**2).sum()) + m) / m)
 
@@ -177,8 +175,7 @@ def multiclass_margin_bound(features, logits, labels, weight, bias=None, delta: 
         raise ValueError(f"logits have shape {z.shape}, expected {(m, k)}")
     if not np.allclose(z, x @ w.T + b, rtol=1e-3, atol=1e-3 * (1 + np.abs(z).max())):
         raise ValueError("logits are not W features + b: the bound is about the linear head on these features")
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    delta = check_real(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True)
     y = as_label_array(labels, n=m, num_classes=k)
     rho_grid = np.asarray(2.0 ** np.arange(-20, 20) if rho_grid is None else rho_grid, dtype=np.float64)
     lambda_grid = np.asarray(2.0 ** np.arange(-10, 21) if lambda_grid is None else lambda_grid, dtype=np.float64)
@@ -259,8 +256,7 @@ def vacuity_floor(features, lam: float, rho: float, k: int) -> dict:
     """
     x = as_feature_array(features)
     m = x.shape[0]
-    if not (lam > 0 and rho > 0):
-        raise ValueError(f"lam and rho must be positive, got {lam}, {rho}")
+    lam, rho, k = check_positive(lam, "lam"), check_positive(rho, "rho"), check_int(k, "k", low=1)
     t = 2.0 * lam * float(np.sqrt((x**2).sum(1) + 1.0).mean()) / rho
     c = 2.0 * k / math.sqrt(m)
     return {"t": t, "complexity_floor": c * t, "floor": 1.0 + t * (c - 1.0), "vacuous_at_any_rho": m <= 4 * k * k}
@@ -280,6 +276,8 @@ def informative_sample_size(features, logits, labels, lam: float, k: int, delta_
         ``m*`` (float, ``inf`` when no ``rho`` has a ramp loss below 1).
     """
     x = as_feature_array(features)
+    lam, k = check_positive(lam, "lam"), check_int(k, "k", low=1)
+    delta_per_cell = check_real(delta_per_cell, "delta_per_cell", low=0.0, high=1.0, low_open=True, high_open=True)
     rms = float(np.sqrt(((x**2).sum(1) + 1.0).mean()))
     sm = score_margins(logits, labels)
     conf = 3.0 * math.sqrt(math.log(2.0 / delta_per_cell) / 2.0)

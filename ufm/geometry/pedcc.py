@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ufm._checks import check_int, check_positive
+
 __all__ = ["pedcc", "pedcc_repulsion", "RepulsionReport", "pedcc_etf_error"]
 
 
@@ -145,12 +147,8 @@ def pedcc_repulsion(num_classes: int, dim: int, seed: int = 0, *, s: float = 1.0
     Never raises on non-convergence: the report says so (``pedcc(method="repulsion")`` raises).
     """
     k, d = _check_kd(num_classes, dim)
-    if not s > 0:
-        raise ValueError(f"the Riesz exponent s must be positive, got {s}")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
-    if max_iter < 0:
-        raise ValueError(f"max_iter must be >= 0, got {max_iter}")
+    s, tol = check_positive(s, "s (the Riesz exponent)"), check_positive(tol, "tol")
+    max_iter, seed = check_int(max_iter, "max_iter", low=0), check_int(seed, "seed", low=0)
     rng = np.random.default_rng(seed)
     u = rng.standard_normal((k, d))
     u /= np.linalg.norm(u, axis=1, keepdims=True)
@@ -224,6 +222,7 @@ def pedcc(num_classes: int, dim: int, seed: int | None = 0, method: str = "close
     not converge raises ``ValueError`` with its report.
     """
     k, d = _check_kd(num_classes, dim)
+    seed = None if seed is None else check_int(seed, "seed", low=0)
     if method == "closed_form":
         m = _closed_form(k, d, seed)
     elif method == "repulsion":

@@ -35,7 +35,10 @@ __all__ = ["seli_grams", "mean_pairwise_cosine", "centred_gram"]
 def seli_grams(counts) -> tuple[np.ndarray, np.ndarray]:
     """``(G_H, G_W)``: the SELI Grams of the class means and of the classifier rows (k x k) for class
     counts ``counts`` (module docstring). Needs k >= 2 positive counts."""
-    n = np.asarray(counts, dtype=np.float64)
+    try:
+        n = np.asarray(counts, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"counts must be a 1-D array of class sizes (numbers), got {counts!r}") from None
     if n.ndim != 1 or n.size < 2:
         raise ValueError(f"counts must be a 1-D array of at least two class sizes, got {counts!r}")
     if not np.all(np.isfinite(n)) or np.any(n <= 0):

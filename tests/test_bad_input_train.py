@@ -166,3 +166,61 @@ def test_an_output_folder_that_cannot_hold_a_run_is_found_before_training(tmp_pa
     finally:
         if out.name == "ro" and out.exists():
             out.chmod(0o700)
+
+
+# ----------------------------------------------------------------------------- configs and arguments of train()
+CONFIG_CASES = [
+    pytest.param(dict(batch_size=1), ValueError,
+                 r"batch_size must be >= 2 \(or binding=true\), got 1: a batch of one sample takes no step", id="batch-size-1"),
+    pytest.param(dict(batch_size=0), ValueError, r"batch_size must be an integer >= 1, got 0", id="batch-size-0"),
+]
+
+
+@pytest.mark.parametrize("override, error, message", CONFIG_CASES)
+def test_a_config_that_cannot_train_is_refused_up_front(tmp_path, override, error, message):
+    with pytest.raises(error, match=message):
+        train(TrainConfig(**{**TINY, **override}), tmp_path / "run")
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_a_batching_that_takes_no_step_is_an_error_not_a_silent_epoch(tmp_path, monkeypatch):
+    """Two processes with batches of 3: each would get fewer than 2 samples, so no batch trains."""
+    from ufm.train import loop
+
+    monkeypatch.setattr(loop, "_place", lambda cfg: loop._Place(torch.device("cpu"), 0, 2, False))
+    with pytest.raises(ValueError, match=r"batch_size=3 gives batches of at most 3 samples for 2 process\(es\): "
+                                         r"a batch needs >= 4 .* no step would be taken; raise batch_size"):
+        train(TrainConfig(**{**TINY, "batch_size": 3}), tmp_path / "run")
+
+
+def test_an_epoch_without_a_step_raises(tmp_path):
+    from ufm.train import loop
+
+    run = loop.build_run(TrainConfig(**TINY))
+    run.sampler.batches = lambda epoch: [[0], [1]]  # only batches too small to train
+    step_fn = loop.BatchObjective(run.model, run.loss, run.views)
+    with pytest.raises(ValueError, match=r"epoch 0 took no step: every batch had fewer than 2 samples "
+                                         r"\(batch_size=128, 1 process"):
+        loop.train_one_epoch(run, step_fn, 0, None, loop._Place(torch.device("cpu"), 0, 1, False))
+
+
+def test_batch_size_1_with_binding_still_trains(tmp_path):
+    """The binding examples join every batch (k = 10 of them), so batch_size=1 takes steps."""
+    rows = train(TrainConfig(**{**TINY, "batch_size": 1, "binding": True, "epochs": 1, "loss": "supcon", "n_per_class": 5,
+                                "final_relu": False}), tmp_path, stop_after=1)
+    assert rows[0]["train_loss"] > 0
+
+
+TRAIN_ARGUMENT_CASES = [
+    pytest.param(dict(stop_after=-1), ValueError, r"stop_after \(--stop-after\) must be an integer >= 1, got -1", id="stop-after--1"),
+    pytest.param(dict(stop_after=0), ValueError, r"stop_after \(--stop-after\) must be an integer >= 1, got 0", id="stop-after-0"),
+    pytest.param(dict(stop_after=1.5), TypeError, r"stop_after \(--stop-after\) must be an integer, got 1.5", id="stop-after-1.5"),
+    pytest.param(dict(stop_after="2"), TypeError, r"stop_after \(--stop-after\) must be an integer, got '2'", id="stop-after-str"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, message", TRAIN_ARGUMENT_CASES)
+def test_bad_arguments_of_train(tmp_path, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        train(TrainConfig(**TINY), tmp_path / "run", **kwargs)
+    assert not (tmp_path / "run").exists()  # refused before anything is written

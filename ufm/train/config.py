@@ -40,7 +40,8 @@ FIELD_HELP: dict[str, str] = {
     "loss": "loss name (ufm.losses): ce, supcon, ...",
     "loss_kwargs": "loss options, e.g. {temperature: 0.1}; num_classes / feature_dim / dim are filled in when the loss takes them",
     "epochs": "number of training epochs",
-    "batch_size": "global batch size (before batch binding adds k samples; split over ranks under torchrun)",
+    "batch_size": "global batch size (before batch binding adds k samples; split over ranks under torchrun); >= 2 "
+                  "samples per rank (a smaller batch takes no step)",
     "lr": "SGD learning rate",
     "momentum": "SGD momentum",
     "weight_decay": "SGD weight decay (L2), also on loss parameters",
@@ -152,6 +153,11 @@ class TrainConfig:
         for name in ("warmup", "num_workers", "seed", "probe_every"):
             v = getattr(self, name)
             need(is_int(v) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+        # a batch of one sample is skipped by the loop (BatchNorm and the pair losses need two): without the
+        # binding examples that join every batch, batch_size=1 would train nothing
+        need(self.binding or self.batch_size >= 2,
+             f"batch_size must be >= 2 (or binding=true), got {self.batch_size!r}: a batch of one sample takes no "
+             "step (BatchNorm and the pair losses need two samples)")
         need(is_num(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}")
         need(is_num(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ufm._checks import check_int
 from ufm.batching import BindingBatchSampler
 from ufm.data import BatchAugment, load_dataset, make_imbalanced
 from ufm.data.imbalance import minority_classes
@@ -326,7 +327,8 @@ def train(config, out_dir, resume: bool = True, stop_after: int | None = None, l
     Args:
         resume: continue from ``out_dir/checkpoint.pt`` when present (the saved config must match in
             every field that changes results; ``epochs`` may grow). False starts afresh.
-        stop_after: stop after this many epochs in this call (an interruption; resume continues).
+        stop_after: stop after this many epochs in this call, an integer >= 1 (an interruption; resume
+            continues); None trains to the end.
         log: callable receiving what the run does (start, resume, already complete) and one line per
             epoch (default: ``print`` when ``config.progress``; None: silent).
 
@@ -334,10 +336,13 @@ def train(config, out_dir, resume: bool = True, stop_after: int | None = None, l
         RunFolderError: ``out_dir`` is a file or cannot be written (found before any training).
         CheckpointError: the checkpoint in ``out_dir`` is a folder, empty, truncated, corrupt or not a
             run's (one line naming the file, with the ``--restart`` hint).
-        ValueError: the checkpoint holds another config, or the objective diverged.
+        ValueError: the checkpoint holds another config, the batching would take no step (every batch
+            smaller than 2 samples per process), or the objective diverged.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**dict(config))
     cfg.validate()
+    if stop_after is not None:
+        stop_after = check_int(stop_after, "stop_after (--stop-after)", low=1)
     out = prepare_run_folder(out_dir)
     log = log if log is not None else (print if cfg.progress else None)
     place = _place(cfg)
@@ -352,6 +357,7 @@ def train(config, out_dir, resume: bool = True, stop_after: int | None = None, l
                     "(--restart trains it again)")
         return list(state["metrics"])[: cfg.epochs]
     run, step_fn = _build(cfg, place)
+    _check_steps(run, place)
     metrics, scoring, start = _restore(run, state, cfg, place)
     if place.main:
         info = _write_run_record(out, cfg, run, place)
@@ -375,6 +381,25 @@ def train(config, out_dir, resume: bool = True, stop_after: int | None = None, l
     if place.distributed:
         torch.distributed.barrier()
     return metrics
+
+
+def _min_batch(world: int) -> int:
+    """The fewest samples of a batch that trains: 2 per rank (BatchNorm cannot train on one sample, and the
+    pair losses need two); smaller batches are skipped."""
+    return 2 * world
+
+
+def _check_steps(run, place: _Place) -> None:
+    """Refuse a run whose epochs would take no step (every batch smaller than :func:`_min_batch`).
+
+    Raises:
+        ValueError: naming ``batch_size``, the samples per batch and the world size.
+    """
+    sizes = [len(b) for b in run.sampler.batches(0)]
+    if not any(s >= _min_batch(place.world) for s in sizes):
+        raise ValueError(f"batch_size={run.cfg.batch_size} gives batches of at most {max(sizes, default=0)} samples "
+                         f"for {place.world} process(es): a batch needs >= {_min_batch(place.world)} (2 per process: "
+                         "BatchNorm and the pair losses need two samples), so no step would be taken; raise batch_size")
 
 
 def run_epoch(run, step_fn, epoch: int, scoring: str | None, place: _Place) -> tuple[dict, str | None]:
@@ -407,6 +432,9 @@ def train_one_epoch(run, step_fn, epoch: int, scoring: str | None, place: _Place
     Returns:
         (the mean objective over the epoch's samples, the scoring rule: detected on the first batch
         when ``scoring`` is None).
+
+    Raises:
+        ValueError: the objective is not finite (diverged), or no batch was large enough to take a step.
     """
     cfg, r, w = run.cfg, place.rank, place.world
     run.model.train()
@@ -420,7 +448,7 @@ def train_one_epoch(run, step_fn, epoch: int, scoring: str | None, place: _Place
         batches = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
     total, count = 0.0, 0
     for step, idx in enumerate(batches):
-        if len(idx) < 2 * w:  # a rank would get fewer than 2 samples (BatchNorm cannot train on 1)
+        if len(idx) < _min_batch(w):  # a rank would get fewer than 2 samples (BatchNorm cannot train on 1)
             continue
         local = torch.as_tensor(np.asarray(idx[r::w]), device=place.device)
         xb, yb = run.train_x[local], run.train_y[local]
@@ -437,7 +465,10 @@ def train_one_epoch(run, step_fn, epoch: int, scoring: str | None, place: _Place
         run.scaler.update()
         total += float(obj.detach()) * len(idx)
         count += len(idx)
-    return total / max(count, 1), scoring
+    if count == 0:  # never a silent epoch without steps (train() refuses such a batching up front)
+        raise ValueError(f"epoch {epoch} took no step: every batch had fewer than {_min_batch(w)} samples "
+                         f"(batch_size={cfg.batch_size}, {w} process(es))")
+    return total / count, scoring
 
 
 def _evaluate(run, cfg, model, loss, device, scoring, epoch, last) -> dict:

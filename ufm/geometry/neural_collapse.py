@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ufm._checks import as_feature_array, as_label_array
+from ufm.device import check_device
 
 __all__ = [
     "CENTRINGS",
@@ -124,7 +125,7 @@ class ClassMoments:
         if isinstance(dim, bool) or int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer (the feature dimension), got {dim!r}")
         self.num_classes, self.dim, self.dtype = int(num_classes), int(dim), dtype
-        self.device = None if device is None else torch.device(device)
+        self.device = check_device(device)  # None: the first batch's device
         self._state = None
 
     def _init_state(self, device: torch.device):

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ufm._checks import check_int, check_positive
+from ufm.device import check_device
 
 __all__ = ["pedcc", "pedcc_repulsion", "RepulsionReport", "pedcc_etf_error"]
 
@@ -235,4 +236,4 @@ def pedcc(num_classes: int, dim: int, seed: int | None = 0, method: str = "close
             )
     else:
         raise ValueError(f"unknown method {method!r}: use 'closed_form' or 'repulsion'")
-    return torch.as_tensor(m, dtype=dtype, device=device)
+    return torch.as_tensor(m, dtype=dtype, device=check_device(device))

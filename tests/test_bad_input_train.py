@@ -7,10 +7,12 @@ no step happen, ``stop_after`` out of range, and the ``amp`` modes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -224,3 +226,67 @@ def test_bad_arguments_of_train(tmp_path, kwargs, error, message):
     with pytest.raises(error, match=message):
         train(TrainConfig(**TINY), tmp_path / "run", **kwargs)
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+# ----------------------------------------------------------------------------- mixed precision modes
+AMP_BAD = [
+    pytest.param("fp32", id="fp32"),
+    pytest.param("float16", id="float16-spelled-out"),
+    pytest.param(1, id="int-1"),
+    pytest.param(None, id="null"),
+]
+
+
+@pytest.mark.parametrize("value", AMP_BAD)
+def test_a_bad_amp_value_lists_the_accepted_ones(tmp_path, value):
+    with pytest.raises(ValueError, match=re.escape(f"config: amp must be one of none (or false), fp16 (or true), bf16; "
+                                                   f"got {value!r}")):
+        train(TrainConfig(**{**TINY, "amp": value}), tmp_path / "run")
+
+
+@pytest.mark.parametrize("value, cpu, cuda", [
+    pytest.param(False, None, None, id="false"), pytest.param("none", None, None, id="none"),
+    pytest.param(True, None, torch.float16, id="true"), pytest.param("fp16", None, torch.float16, id="fp16"),
+    pytest.param("bf16", torch.bfloat16, torch.bfloat16, id="bf16")])
+def test_amp_modes_and_their_dtypes(value, cpu, cuda):
+    from ufm.train.config import amp_dtype, load_config
+
+    assert amp_dtype(value, "cpu") is cpu and amp_dtype(value, "cuda") is cuda
+    assert load_config("ce", "ci", [f"amp={str(value).lower()}"]).amp == value  # YAML spelling of each
+
+
+def test_bf16_trains_under_cpu_autocast_without_a_grad_scaler(tmp_path):
+    from ufm.losses.base import HarnessLoss
+    from ufm.train import loop
+
+    cfg = TrainConfig(**{**TINY, "amp": "bf16", "n_per_class": 30, "imbalance": "none"})
+    run = loop.build_run(cfg)
+    assert run.amp_dtype is torch.bfloat16 and not run.scaler.is_enabled()
+    seen = set()
+
+    class Spy(HarnessLoss):
+        def harness_objective(self, out, labels, model):
+            seen.add((out.logits.dtype, torch.is_autocast_enabled("cpu")))
+            return torch.nn.functional.cross_entropy(out.logits, labels)
+
+    run.loss = Spy()
+    step_fn = loop.BatchObjective(run.model, run.loss, run.views)
+    before = [p.detach().clone() for p in run.model.parameters()]
+    loss, _ = loop.train_one_epoch(run, step_fn, 0, "logits", loop._Place(torch.device("cpu"), 0, 1, False))
+    assert seen == {(torch.bfloat16, True)}  # the forward ran under bfloat16 autocast
+    assert np.isfinite(loss) and loss > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.model.parameters()))  # steps were taken
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())  # the weights stay float32
+    # the whole run: it learns as in full precision, not bit for bit (autocast is on), and records its mode
+    bf16 = [r["train_loss"] for r in train(cfg.replace(batch_size=32), tmp_path / "bf16")]
+    fp32 = [r["train_loss"] for r in train(cfg.replace(batch_size=32, amp=False), tmp_path / "fp32")]
+    assert all(np.isfinite(bf16)) and bf16[1] < bf16[0] - 0.1 and bf16 != fp32
+    assert np.allclose(bf16, fp32, atol=0.02)
+    assert json.loads((tmp_path / "bf16" / "run.json").read_text())["config"]["amp"] == "bf16"
+
+
+def test_amp_true_on_cpu_is_full_precision_as_before(tmp_path):
+    """``amp: true`` (float16) is ignored on a CPU: the metrics equal those of ``amp: false``."""
+    cfg = TrainConfig(**{**TINY, "n_per_class": 30, "imbalance": "none", "epochs": 1})
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(train(cfg.replace(amp=True), tmp_path / "a")) == strip(train(cfg, tmp_path / "b"))

@@ -26,9 +26,13 @@ from typing import Any
 import yaml
 
 __all__ = ["TrainConfig", "load_config", "parse_overrides", "config_dir", "available_configs", "PROFILES", "FIELD_HELP",
-           "RESUME_FREE", "RUN_IDENTITY_FREE"]
+           "RESUME_FREE", "RUN_IDENTITY_FREE", "AMP_MODES", "amp_mode", "amp_dtype"]
 
 PROFILES = ("ci", "paper")
+
+# mixed precision: the accepted values of ``amp`` and the mode each one means
+AMP_MODES = ("none", "fp16", "bf16")
+_AMP_ALIASES = {False: "none", True: "fp16", "none": "none", "fp16": "fp16", "bf16": "bf16"}
 
 FIELD_HELP: dict[str, str] = {
     "dataset": "data set name (ufm.data): digits, animal_mnist, mnist1d, cifar10, cifar100, mnist, fashion_mnist",
@@ -58,7 +62,9 @@ FIELD_HELP: dict[str, str] = {
     "binding": "batch binding: append one fixed example per class to every batch",
     "augment": "random crop (+ flip where labels allow) of every view",
     "device": "auto | cpu | cuda | cuda:N",
-    "amp": "mixed precision (float16 autocast + grad scaler) on CUDA; ignored on CPU",
+    "amp": "mixed precision: none (or false) | fp16 (or true: float16 autocast + grad scaler, on CUDA only, ignored "
+           "elsewhere) | bf16 (bfloat16 autocast, no grad scaler, on CUDA and CPU; Hopper-class GPUs prefer it). "
+           "The paper profiles keep true (float16, the papers' era of GPUs); amp=bf16 selects bfloat16",
     "num_workers": "kept for configs of file-backed data; data here are in-memory tensors, batches are built on the device",
     "eval_every": "evaluate (accuracy, geometry) every this many epochs and at the last one",
     "eval_batch_size": "batch size of the evaluation passes",
@@ -105,7 +111,7 @@ class TrainConfig:
     binding: bool = False
     augment: bool = True
     device: str = "auto"
-    amp: bool = True
+    amp: bool | str = True
     num_workers: int = 0
     eval_every: int = 1
     eval_batch_size: int = 1024
@@ -145,8 +151,9 @@ class TrainConfig:
         need(self.loss in LOSSES, f"unknown loss {self.loss!r}; available: {sorted(LOSSES)}")
         for name in ("model_kwargs", "loss_kwargs"):
             need(isinstance(getattr(self, name), dict), f"{name} must be a mapping, got {getattr(self, name)!r}")
-        for name in ("download", "nesterov", "final_relu", "binding", "augment", "amp", "sync_bn", "progress"):
+        for name in ("download", "nesterov", "final_relu", "binding", "augment", "sync_bn", "progress"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        amp_mode(self.amp)
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
             v = getattr(self, name)
             need(is_int(v) and v >= 1, f"{name} must be an integer >= 1, got {v!r}")
@@ -183,6 +190,38 @@ class TrainConfig:
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         need(self.data_root is None or isinstance(self.data_root, str), f"data_root must be a path or null, got {self.data_root!r}")
         return self
+
+
+def amp_mode(amp) -> str:
+    """The mixed-precision mode a config's ``amp`` value asks for: one of :data:`AMP_MODES`.
+
+    ``false`` and ``"none"`` mean "none"; ``true`` (the value configs have always used) and ``"fp16"``
+    mean "fp16"; ``"bf16"`` means "bf16".
+
+    Raises:
+        ValueError: any other value, listing the accepted ones.
+    """
+    if isinstance(amp, (bool, str)) and amp in _AMP_ALIASES:
+        return _AMP_ALIASES[amp]
+    raise ValueError(f"config: amp must be one of none (or false), fp16 (or true), bf16; got {amp!r}")
+
+
+def amp_dtype(amp, device_type: str):
+    """The autocast dtype of ``amp`` on a device of type ``device_type``, or None (full precision).
+
+    fp16 -> ``torch.float16`` on "cuda" only (a CPU has no fast float16; as before the mode is ignored
+    there); bf16 -> ``torch.bfloat16`` on "cuda" and "cpu" (both autocast in bfloat16); none -> None.
+    A float16 run needs a grad scaler (gradients underflow in float16); a bfloat16 run does not (it has
+    float32's exponent range).
+    """
+    import torch
+
+    mode = amp_mode(amp)
+    if mode == "fp16" and device_type == "cuda":
+        return torch.float16
+    if mode == "bf16" and device_type in ("cuda", "cpu"):
+        return torch.bfloat16
+    return None
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

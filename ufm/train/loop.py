@@ -9,7 +9,8 @@ Per epoch e (0-based):
 3. for each batch: ``loss.views`` augmented views (augmentation drawn from a CPU generator seeded by
    (seed, e, rank)), one forward pass of the stacked views, the outputs reshaped to (B, V, ...) when
    V > 1 and gathered over ranks with gradients, ``obj = loss.harness_objective(out, labels, model)``,
-   SGD step (float16 autocast + grad scaler on CUDA when ``amp``);
+   SGD step (under ``amp``: float16 autocast + grad scaler on CUDA for fp16 / true, bfloat16 autocast
+   without a scaler on CUDA or CPU for bf16; :func:`ufm.train.config.amp_dtype`);
 4. the learning rate of epoch e is ``lr * warm(e) * lr_gamma^(#milestones <= e)``;
 5. evaluation every ``eval_every`` epochs and at the last (see :mod:`ufm.train.metrics`), then
    ``loss.on_epoch_end(e, row)`` whose returned values join the epoch's row;
@@ -61,7 +62,7 @@ from ufm.train.checkpoint import (
     save_checkpoint,
     write_jsonl,
 )
-from ufm.train.config import RESUME_FREE, TrainConfig
+from ufm.train.config import RESUME_FREE, TrainConfig, amp_dtype
 from ufm.train.metrics import accuracy_metrics, evaluate_geometry, extract
 
 __all__ = ["train", "train_one_epoch", "run_epoch", "BatchObjective", "lr_factor", "METRIC_KEYS", "CHECKPOINT",
@@ -211,8 +212,10 @@ def build_run(cfg: TrainConfig, device: torch.device | None = None) -> _Run:
                                     nesterov=cfg.nesterov)
     milestones, gamma, warmup = list(cfg.milestones), cfg.lr_gamma, cfg.warmup
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda e: lr_factor(e, milestones, gamma, warmup))
-    run.use_amp = bool(cfg.amp and run.device.type == "cuda")
-    run.scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
+    run.amp_dtype = amp_dtype(cfg.amp, run.device.type)
+    run.use_amp = run.amp_dtype is not None
+    # the scaler only for float16 (its gradients underflow); bfloat16 has float32's range and needs none
+    run.scaler = torch.amp.GradScaler("cuda", enabled=run.amp_dtype == torch.float16)
     run.sampler = BindingBatchSampler(run.train.labels, cfg.batch_size, seed=cfg.seed, binding=cfg.binding)
     run.augment = BatchAugment(spec, enabled=cfg.augment)
     run.train_x, run.train_y = run.train.x.to(run.device), run.train.y.to(run.device)
@@ -439,7 +442,7 @@ def train_one_epoch(run, step_fn, epoch: int, scoring: str | None, place: _Place
     cfg, r, w = run.cfg, place.rank, place.world
     run.model.train()
     run.loss.train()
-    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.float16)) if run.use_amp else nullcontext
+    amp_ctx = (lambda: torch.autocast(place.device.type, dtype=run.amp_dtype)) if run.use_amp else nullcontext
     gen = torch.Generator().manual_seed(_seed_from(cfg.seed, epoch, r, 7))
     batches = run.sampler.batches(epoch)
     if cfg.progress and place.main:
@@ -473,8 +476,8 @@ def train_one_epoch(run, step_fn, epoch: int, scoring: str | None, place: _Place
 
 def _evaluate(run, cfg, model, loss, device, scoring, epoch, last) -> dict:
     bs = cfg.eval_batch_size
-    tr = extract(model, run.train, device, loss, bs, run.use_amp)
-    te = extract(model, run.test, device, loss, bs, run.use_amp)
+    tr = extract(model, run.train, device, loss, bs, run.amp_dtype)
+    te = extract(model, run.test, device, loss, bs, run.amp_dtype)
     n_eval = (epoch + 1) // cfg.eval_every
     probe = scoring == "ncc" and (last or (cfg.probe_every > 0 and n_eval % cfg.probe_every == 0))
     row = accuracy_metrics(scoring, tr, te, run.spec.num_classes, probe, run.minority)
@@ -484,7 +487,7 @@ def _evaluate(run, cfg, model, loss, device, scoring, epoch, last) -> dict:
         bias = model.classifier.bias.detach().cpu().double().numpy() if model.classifier.bias is not None else None
     row.update(evaluate_geometry(tr[0], tr[3], run.spec.num_classes, weight, bias, run.minority, cfg.nc_centring))
     if run.val is not None:
-        va = extract(model, run.val, device, loss, bs, run.use_amp)
+        va = extract(model, run.val, device, loss, bs, run.amp_dtype)
         row["val_acc"] = accuracy_metrics(scoring, tr, va, run.spec.num_classes, False)["test_acc"]
     return row
 

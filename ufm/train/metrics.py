@@ -51,15 +51,22 @@ from ufm.geometry.seli import centred_gram, mean_pairwise_cosine, seli_grams
 __all__ = ["extract", "linear_probe", "evaluate_geometry", "accuracy_metrics", "unit_rows"]
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
+def _autocast(device: torch.device, amp):
+    """The autocast context of ``amp``: a dtype (autocast in it on ``device``), True (float16 on CUDA,
+    nothing elsewhere: the older boolean meaning), or False / None (full precision)."""
+    if isinstance(amp, torch.dtype):
+        return torch.autocast(device.type, dtype=amp)
+    if amp is True and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return nullcontext()
 
 
 @torch.no_grad()
-def extract(model, dataset, device: torch.device, loss=None, batch_size: int = 1024, amp: bool = False):
+def extract(model, dataset, device: torch.device, loss=None, batch_size: int = 1024, amp=False):
     """Features (N, d) float64 numpy, logits (N, k) or None, loss scores (N, k) or None, labels (N,).
+
+    ``amp``: an autocast dtype (``torch.float16`` / ``torch.bfloat16``), True (float16 on CUDA only) or
+    False / None (full precision).
 
     The model is run in eval mode on the un-augmented, normalised inputs; ``loss.harness_predict`` is
     asked for scores when ``loss`` is given.

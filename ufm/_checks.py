@@ -147,3 +147,14 @@ def _range_text(low, high, low_open, high_open, finite) -> str:
     if high is not None:
         return f"{'<' if high_open else '<='} {high}"
     return "finite" if finite else "a number"
+
+
+def check_has_values(x, name: str) -> None:
+    """Raise a ValueError when the tensor ``x`` has a shape but no values (the ``meta`` device).
+
+    A meta tensor fails deep inside torch at the first value read (``Tensor.item() cannot be called on meta
+    tensors``); this names the argument and the device instead. Anything that is not a tensor passes.
+    """
+    if isinstance(x, torch.Tensor) and x.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (a shape without values, shape {tuple(x.shape)}): "
+                         "move it to a device that holds data (cpu, cuda, ...)")

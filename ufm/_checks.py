@@ -156,5 +156,5 @@ def check_has_values(x, name: str) -> None:
     tensors``); this names the argument and the device instead. Anything that is not a tensor passes.
     """
     if isinstance(x, torch.Tensor) and x.device.type == "meta":
-        raise ValueError(f"{name} is on the meta device (a shape without values, shape {tuple(x.shape)}): "
+        raise ValueError(f"{name}: a tensor on the meta device (shape {tuple(x.shape)}, no values); "
                          "move it to a device that holds data (cpu, cuda, ...)")

@@ -12,6 +12,14 @@ import numpy as np
 import pytest
 
 from ufm.geometry import (
+    class_stats,
+    delta_etf,
+    delta_of,
+    delta_of_from_means,
+    nc1,
+    nc4_ncc_mismatch,
+    nc_metrics,
+    nc_metrics_from_stats,
     linear_head_rademacher,
     multiclass_margin_bound,
     orthogonal_frame,
@@ -28,6 +36,9 @@ RNG = np.random.default_rng(0)
 Y = np.arange(20) % 4
 X = RNG.standard_normal((20, 5))
 W = RNG.standard_normal((4, 5))
+W_NAN = W.copy()
+W_NAN[1, 2] = np.nan
+SAME_MEANS = np.ones((20, 5))  # every class mean is (1, ..., 1)
 
 CASES = [
     # ---- sizes of the reference frames (issue 15: orthogonal_frame(-1, 3) was numpy's "negative dimensions")
@@ -65,6 +76,41 @@ CASES = [
                  id="vacuity-rho-nan"),
     pytest.param(lambda: multiclass_margin_bound(X, X @ W.T, Y, W, delta=1.5), ValueError,
                  r"delta must be in \(0\.0, 1\.0\), got 1\.5", id="margin-bound-delta"),
+
+
+    # ---- neural-collapse metrics: the classifier and the features (issue 15: a broadcast error, nc3 = NaN)
+    pytest.param(lambda: nc_metrics(X, Y, W, np.zeros(3)), ValueError,
+                 r"bias must have shape \(K,\) = \(4,\).*got shape \(3,\)", id="nc-bias-shape"),
+    pytest.param(lambda: nc_metrics(X, Y, W, np.zeros((4, 1))), ValueError,
+                 r"bias must have shape \(K,\) = \(4,\).*got shape \(4, 1\)", id="nc-bias-2d"),
+    pytest.param(lambda: nc_metrics(X, Y, W, np.array([0.0, np.nan, 0.0, 0.0])), ValueError,
+                 r"bias .*contains NaN", id="nc-bias-nan"),
+    pytest.param(lambda: nc_metrics_from_stats(class_stats(X, Y), W, np.zeros(3)), ValueError,
+                 r"bias must have shape \(K,\) = \(4,\)", id="nc-from-stats-bias-shape"),
+    pytest.param(lambda: nc_metrics(X, Y, W_NAN), ValueError, r"weight \(the classifier rows\) contains NaN",
+                 id="nc-weight-nan"),
+    pytest.param(lambda: nc_metrics(X, Y, W[:, :3]), ValueError, r"weight must have shape \(K, d\) = \(4, 5\).*\(4, 3\)",
+                 id="nc-weight-shape"),
+    pytest.param(lambda: nc_metrics(np.zeros((0, 5)), []), ValueError, r"features .*got shape \(0, 5\)", id="nc-empty"),
+    pytest.param(lambda: nc_metrics(X, Y[:-1]), ValueError, r"labels has length 19 but there are 20 samples",
+                 id="nc-labels-length"),
+    pytest.param(lambda: nc_metrics(np.where(np.eye(20, 5) > 0, np.nan, X), Y), ValueError, r"features contain NaN",
+                 id="nc-features-nan"),
+    pytest.param(lambda: nc1(class_stats(SAME_MEANS, Y)), ValueError, r"4 class means coincide.*Sigma_B is zero",
+                 id="nc1-same-means"),
+    pytest.param(lambda: nc4_ncc_mismatch(SAME_MEANS, np.ones((4, 5)), W), ValueError, r"4 class centres coincide",
+                 id="nc4-same-centres"),
+    # ---- Delta_OF / Delta_ETF on empty input (issue 15: "all class means are zero")
+    pytest.param(lambda: delta_of(np.zeros((0, 5)), []), ValueError, r"Delta_OF needs at least one sample.*shape \(0, 5\)",
+                 id="delta-of-empty"),
+    pytest.param(lambda: delta_etf(np.zeros((0, 5)), []), ValueError, r"Delta_ETF needs at least one sample.*\(0, 5\)",
+                 id="delta-etf-empty"),
+    pytest.param(lambda: delta_of(np.zeros((3, 0)), [0, 1, 2]), ValueError, r"Delta_OF .*shape \(3, 0\)",
+                 id="delta-of-no-columns"),
+    pytest.param(lambda: delta_of_from_means(np.zeros((0, 5))), ValueError, r"Delta_OF needs class means.*\(0, 5\)",
+                 id="delta-of-means-empty"),
+    pytest.param(lambda: delta_of(X, Y[:5]), ValueError, r"labels has length 5 but there are 20 samples",
+                 id="delta-of-labels-length"),
 ]
 
 
@@ -72,3 +118,30 @@ CASES = [
 def test_bad_input_is_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ----------------------------------------------------------------------------- conventions (numbers, not errors)
+CENTRED_METRICS = ("nc1", "nc1_colab", "nc1_quotient", "nc2_equinorm", "nc2_equiangular_std", "nc2_maxangle",
+                   "nc2_etf", "nc3_alignment", "nc3_self_duality", "nc3_duality_var", "nc3_distance_mean")
+
+
+@pytest.mark.parametrize("features", [SAME_MEANS, np.zeros((20, 5)), np.tile(RNG.standard_normal((5, 5)), (4, 1))],
+                         ids=["constant", "zero", "same-rows-per-class"])
+def test_nc_metrics_with_coinciding_class_means_are_none_not_zero(features):
+    """Coinciding class means (exactly, or up to the rounding of their sums): every metric built on the centred
+    means is None with its reason, never 0 (perfect collapse), 1e33 (the pseudo-inverse of rounding) or NaN;
+    the metrics of the classifier alone and the bias residual stay numbers."""
+    out = nc_metrics(features, Y, W, np.zeros(4))
+    for name in CENTRED_METRICS + ("cdnv", "nc4_ncc_mismatch"):
+        assert out[name] is None, name
+        assert f"{name}: " in out["nc_undefined"]
+    assert "Sigma_B is zero" in out["nc_undefined"]
+    assert out["nc2_etf_w"] == pytest.approx(nc_metrics(X, Y, W)["nc2_etf_w"], rel=0, abs=0)
+    assert isinstance(out["bias_residual"], float)
+    assert not any(isinstance(v, float) and np.isnan(v) for v in out.values())
+
+
+def test_nc_metrics_of_distinct_means_unchanged():
+    out = nc_metrics(X, Y, W, np.zeros(4))
+    assert "nc_undefined" not in out
+    assert all(isinstance(out[name], float) and np.isfinite(out[name]) for name in CENTRED_METRICS)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ufm._checks import as_feature_array, as_label_array, check_int
+from ufm._checks import as_feature_array, as_label_array, check_finite, check_int
 
 __all__ = [
     "orthogonal_frame_gram",
@@ -161,9 +161,19 @@ def _present(labels) -> tuple[np.ndarray, np.ndarray]:
     return present, inv
 
 
-def delta_of_from_means(means) -> float:
-    """``|| M^T M / ||M^T M||_F - I_k / sqrt(k) ||_F`` with ``means`` the ``k x d`` rows ``M^T``."""
+def _check_means(means, least: int, what: str) -> np.ndarray:
+    """Class means as a finite ``(k, d)`` float64 array with ``k >= least`` and ``d >= 1``; the message names the shape."""
     m = np.asarray(means, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] < least or m.shape[1] < 1:
+        raise ValueError(f"{what} needs class means of shape (k, d) with k >= {least} classes and d >= 1, "
+                         f"got shape {m.shape}")
+    check_finite(m, "means")
+    return m
+
+
+def delta_of_from_means(means) -> float:
+    """``|| M^T M / ||M^T M||_F - I_k / sqrt(k) ||_F`` with ``means`` the ``k x d`` rows ``M^T`` (``k >= 1``)."""
+    m = _check_means(means, 1, "Delta_OF")
     g = m @ m.T
     nrm = np.linalg.norm(g)
     if nrm == 0:
@@ -178,10 +188,8 @@ def delta_etf_from_means(means) -> float:
     Means are centred by the mean of the class means (so that centring an orthogonal frame gives
     exactly a simplex ETF, whatever the class sizes).
     """
-    m = np.asarray(means, dtype=np.float64)
+    m = _check_means(means, 2, "Delta_ETF")
     k = m.shape[0]
-    if k < 2:
-        raise ValueError("Delta_ETF needs at least two classes")
     c = m - m.mean(axis=0, keepdims=True)
     g = c @ c.T
     nrm = np.linalg.norm(g)
@@ -191,9 +199,13 @@ def delta_etf_from_means(means) -> float:
     return float(np.linalg.norm(g / nrm - ref))
 
 
-def _normalised_class_means(features, labels) -> np.ndarray:
-    """Class means (classes present, in label order) of the L2-normalised features."""
-    z = normalize_rows(features)
+def _normalised_class_means(features, labels, what: str) -> np.ndarray:
+    """Class means (classes present, in label order) of the L2-normalised features; ``what`` names the
+    metric in the error for empty features."""
+    x = as_feature_array(features)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{what} needs at least one sample of dimension >= 1, got features of shape {x.shape}")
+    z = normalize_rows(x)
     _, y = _present(labels)
     if y.shape[0] != z.shape[0]:
         raise ValueError(f"labels has length {y.shape[0]} but there are {z.shape[0]} samples")
@@ -205,7 +217,7 @@ def delta_of(features, labels) -> float:
     L2-normalised features to the orthogonal frame's ``I_k / sqrt(k)``. Zero iff the class means are
     mutually orthogonal with equal norms.
     """
-    return delta_of_from_means(_normalised_class_means(features, labels))
+    return delta_of_from_means(_normalised_class_means(features, labels, "Delta_OF"))
 
 
 def delta_etf(features, labels) -> float:
@@ -215,7 +227,7 @@ def delta_etf(features, labels) -> float:
     to a common shift of the features (normalising after a shift changes the directions): exactly
     collapsed simplex-ETF features plus a common offset score above zero. The shift-invariant distance of
     the raw centred means to the ETF is ``nc2_etf`` (:mod:`ufm.geometry.neural_collapse`)."""
-    return delta_etf_from_means(_normalised_class_means(features, labels))
+    return delta_etf_from_means(_normalised_class_means(features, labels, "Delta_ETF"))
 
 
 def gram_distance(gram, reference) -> float:

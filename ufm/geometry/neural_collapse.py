@@ -184,6 +184,9 @@ class ClassMoments:
 def class_stats(features, labels, num_classes: int | None = None) -> ClassStats:
     """:class:`ClassStats` of an in-memory feature set (one batch of :class:`ClassMoments`: exact two-pass)."""
     x = as_feature_array(features)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"features must hold at least one sample of dimension >= 1, got shape {x.shape}: the class "
+                         "statistics are undefined")
     y = as_label_array(labels, n=x.shape[0], num_classes=num_classes)
     k = num_classes if num_classes is not None else int(y.max()) + 1 if y.size else 0
     return ClassMoments(k, x.shape[1], device="cpu").update(torch.as_tensor(x), y).stats()
@@ -209,6 +212,23 @@ def centred_means(stats: ClassStats, centring: str = "balanced") -> np.ndarray:
     return stats.means - global_mean(stats, centring)
 
 
+def _between_class_means(stats: ClassStats, centring: str) -> np.ndarray:
+    """``M~``, refused when the class means coincide: then ``Sigma_B = 0`` and every metric that inverts it or
+    reads the directions of the centred means is undefined (not 0, which would read as perfect collapse).
+
+    "Coincide" is up to rounding: ``max_c ||mu~_c||^2 <= 16 eps max_c ||mu_c||^2`` (the test of :func:`cdnv` for
+    two means), since means that are equal in exact arithmetic differ in float64 by the rounding of their sums,
+    and a pseudo-inverse of that rounding gives values near 1e33 instead of 0.
+    """
+    mc = centred_means(stats, centring)
+    spread, scale = float((mc * mc).sum(1).max()), float((stats.means * stats.means).sum(1).max())
+    if spread <= 16 * np.finfo(float).eps * scale:
+        raise ValueError(f"the {stats.num_classes} class means coincide (max ||mu_c - mu_G||^2 = {spread:.3g}, at most "
+                         f"rounding of max ||mu_c||^2 = {scale:.3g}): the between-class covariance Sigma_B is zero and "
+                         "the metric is undefined")
+    return mc
+
+
 def etf_distance(a) -> float:
     """``|| A/||A||_F - E ||_F`` with ``E = (I - 11^T/K)/sqrt(K-1)`` for a (K, K) matrix A (a Gram, or the
     cross-Gram ``W M~^T``); in [0, 2], zero iff A is a positive multiple of the simplex-ETF Gram."""
@@ -230,14 +250,16 @@ def _weight(weight, stats: ClassStats | None = None) -> np.ndarray:
     if stats is not None and w.shape != stats.means.shape:
         raise ValueError(f"weight must have shape (K, d) = {stats.means.shape} to match the class means, got {w.shape}")
     if not np.all(np.isfinite(w)):
-        raise ValueError("weight contains NaN or infinite values")
+        raise ValueError("weight (the classifier rows) contains NaN or infinite values")
     return w
 
 
 def _bias(bias, k: int) -> np.ndarray:
     b = bias.detach().cpu().double().numpy() if isinstance(bias, torch.Tensor) else np.asarray(bias, dtype=np.float64)
     if b.shape != (k,):
-        raise ValueError(f"bias must have shape ({k},), got {b.shape}")
+        raise ValueError(f"bias must have shape (K,) = ({k},), one entry per classifier row, got shape {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise ValueError("bias (the classifier's) contains NaN or infinite values")
     return b
 
 
@@ -251,8 +273,9 @@ def _pinv(a: np.ndarray) -> np.ndarray:
 def nc1(stats: ClassStats, centring: str = "balanced") -> float:
     """``tr(Sigma_W Sigma_B^+) / K``: Papyan et al. (2020, the plotted ``Tr(Sigma_W Sigma_B^+/C)``),
     tding1's ``collapse_metric`` (with ``centring="weighted"``), rhubarbwu's ``covariance_ratio(metric="pinv")``
-    (``nc1_pinv``, with the default ``"balanced"``)."""
-    mc = centred_means(stats, centring)
+    (``nc1_pinv``, with the default ``"balanced"``). Undefined (ValueError) when the class means coincide:
+    ``Sigma_B = 0`` and its pseudo-inverse 0 would give 0, the value of perfect collapse."""
+    mc = _between_class_means(stats, centring)
     sigma_b = mc.T @ mc / stats.num_classes
     return float(np.trace(stats.within_cov @ _pinv(sigma_b)) / stats.num_classes)
 
@@ -263,7 +286,7 @@ def nc1_colab(stats: ClassStats, centring: str = "balanced") -> float:
     among the centred means (``sum_c mu~_c = 0``, or ``sum_c n_c mu~_c = 0``), so ``Sigma_B`` has rank at most
     K-1, its top-(K-1) inverse is its pseudo-inverse, and this is exactly ``K * nc1`` (same centring)."""
     k = stats.num_classes
-    mc = centred_means(stats, centring)
+    mc = _between_class_means(stats, centring)
     vals, vecs = np.linalg.eigh(mc.T @ mc / k)
     top_vals, top_vecs = vals[-(k - 1):], vecs[:, -(k - 1):]
     if top_vals[0] <= max(vals.size, 1) * np.finfo(float).eps * max(vals[-1], 0.0):  # pinv's cut-off
@@ -275,7 +298,7 @@ def nc1_colab(stats: ClassStats, centring: str = "balanced") -> float:
 
 def nc1_quotient(stats: ClassStats, centring: str = "balanced") -> float:
     """``tr(Sigma_W) / tr(Sigma_B)``: rhubarbwu's ``covariance_ratio(metric="quotient")`` (Tirer et al. 2023)."""
-    mc = centred_means(stats, centring)
+    mc = _between_class_means(stats, centring)
     tr_b = float((mc * mc).sum() / stats.num_classes)
     if tr_b == 0:
         raise ValueError("all class means coincide: tr(Sigma_B) = 0 and nc1_quotient is undefined")
@@ -336,7 +359,7 @@ def equiangular_std(vectors) -> float:
 def nc2_etf(stats: ClassStats, centring: str = "balanced") -> float:
     """``etf_distance(M~ M~^T)``: tding1's ETF metric applied to the centred means, rhubarbwu's
     ``simplex_etf_error`` (``nc2_etf_err``). Invariant to a common shift and to the scale of the features."""
-    mc = centred_means(stats, centring)
+    mc = _between_class_means(stats, centring)
     return etf_distance(mc @ mc.T)
 
 
@@ -357,7 +380,7 @@ def nc2_etf_w_centred(weight) -> float:
 # ----------------------------------------------------------------------------- NC3: classifier and means
 def nc3_alignment(weight, stats: ClassStats, centring: str = "balanced") -> float:
     """``|| W/||W||_F - M~/||M~||_F ||_F^2``, the Colab code's ``W_M_dist`` (squared; W uncentred)."""
-    w, mc = _weight(weight, stats), centred_means(stats, centring)
+    w, mc = _weight(weight, stats), _between_class_means(stats, centring)
     nw, nm = np.linalg.norm(w), np.linalg.norm(mc)
     if nw == 0 or nm == 0:
         raise ValueError("W or the centred means are zero: nc3_alignment is undefined")
@@ -368,21 +391,21 @@ def nc3_self_duality(weight, stats: ClassStats, centring: str = "balanced") -> f
     """``etf_distance(W M~^T)``: tding1's ``compute_W_H_relation`` (with ``"weighted"``), rhubarbwu's
     ``self_duality_error`` (``nc3_dual_err``, with ``"balanced"``). Zero iff the cross-Gram of classifiers
     and centred means is a positive multiple of the simplex-ETF Gram."""
-    w, mc = _weight(weight, stats), centred_means(stats, centring)
+    w, mc = _weight(weight, stats), _between_class_means(stats, centring)
     return etf_distance(w @ mc.T)
 
 
 def nc3_duality_var(weight, stats: ClassStats, centring: str = "balanced") -> float:
     """Sample variance (ddof = 1) over classes of ``w_c . mu~_c``: rhubarbwu's ``similarities(W, M, m_G).var()``
-    (``nc3u_uni_dual``, uniform duality)."""
-    w, mc = _weight(weight, stats), centred_means(stats, centring)
+    (``nc3u_uni_dual``, uniform duality). Undefined when the class means coincide (every ``w_c . mu~_c`` is 0)."""
+    w, mc = _weight(weight, stats), _between_class_means(stats, centring)
     return float(np.var((w * mc).sum(1), ddof=1))
 
 
 def nc3_distance_norms(weight, stats: ClassStats, centring: str = "balanced") -> np.ndarray:
     """Per class, ``|| w_c/||w_c|| - mu~_c/||mu~_c|| ||`` (K,): rhubarbwu's ``distance_norms(norm=True)``.
     ``nc_metrics`` reports their mean as ``nc3_distance_mean``."""
-    w, mc = _weight(weight, stats), centred_means(stats, centring)
+    w, mc = _weight(weight, stats), _between_class_means(stats, centring)
     return np.linalg.norm(_unit_rows(w, "classifier") - _unit_rows(mc, "centred class-mean"), axis=1)
 
 
@@ -399,9 +422,15 @@ def nc4_ncc_mismatch(features, means, weight, bias=None) -> float:
     """Fraction of samples where the classifier's decision ``argmax_c (w_c . h + b_c)`` differs from the
     nearest class centre (uncentred means ``mu_c``): the Colab code's ``NCC_mismatch`` (which scores with the
     network's output, bias included). rhubarbwu's ``clf_ncc_agreement`` is ``1 -`` this with ``bias=None``.
-    Over several batches: average the batch values weighted by their sizes."""
+    Over several batches: average the batch values weighted by their sizes. Undefined (ValueError) when all
+    the class centres coincide (to rounding, as :func:`nc1`): the nearest centre is then a tie of all."""
     x = as_feature_array(features)
     w = _weight(weight)
+    m = np.asarray(means, dtype=np.float64)
+    spread = float(((m - m.mean(axis=0)) ** 2).sum(1).max()) if m.size else 0.0
+    if spread <= 16 * np.finfo(float).eps * float((m * m).sum(1).max(initial=0.0)):
+        raise ValueError(f"the {m.shape[0]} class centres coincide: the nearest class centre is undefined, so is "
+                         "nc4_ncc_mismatch")
     logits = x @ w.T + (0.0 if bias is None else _bias(bias, w.shape[0]))
     return float((np.argmax(logits, axis=1) != ncc_predict(x, means)).mean())
 
@@ -426,21 +455,31 @@ def nc_metrics_from_stats(stats: ClassStats, weight=None, bias=None, centring: s
     """Every metric of :data:`NC_METRIC_NAMES` that the statistics (and the classifier, when given) define,
     except NC4 (it needs the samples: :func:`nc4_ncc_mismatch`).
 
-    A metric that is undefined for these features (coinciding class means early in training, a zero
-    class-mean vector, fewer than K-1 directions in Sigma_B) is None, never NaN, and ``nc_undefined``
-    names it with the reason (the function of the same name raises with that message).
+    A metric that is undefined for these features is None, never NaN, and ``nc_undefined`` names it with the
+    reason (the function of the same name raises with that message). Undefined: every metric built on the
+    centred means (NC1 but CDNV, NC2 of the means, NC3) when all class means coincide (``Sigma_B = 0``, e.g. at
+    initialisation or for constant features: NC1 is then None, not 0, the value of perfect collapse); CDNV
+    when two means coincide; a zero class-mean vector; fewer than K-1 directions in Sigma_B (``nc1_colab``);
+    equiangularity for K = 2. Bad input (a classifier of the wrong shape, NaN or infinite ``weight`` or
+    ``bias``) is not an undefined metric: it raises ValueError.
     """
     _check_centring(centring)
-    mc = centred_means(stats, centring)
     out: dict = {}
     why: dict = {}
+
+    def of_centred(fn):  # a metric of the rows of M~, undefined when the class means coincide
+        return lambda: fn(_between_class_means(stats, centring))
+
     for name, fn, args in [("nc1", nc1, (stats, centring)), ("nc1_colab", nc1_colab, (stats, centring)),
                            ("nc1_quotient", nc1_quotient, (stats, centring)), ("cdnv", cdnv, (stats,)),
-                           ("nc2_equinorm", equinorm, (mc,)), ("nc2_equiangular_std", equiangular_std, (mc,)),
-                           ("nc2_maxangle", max_angle, (mc,)), ("nc2_etf", nc2_etf, (stats, centring))]:
+                           ("nc2_equinorm", of_centred(equinorm), ()),
+                           ("nc2_equiangular_std", of_centred(equiangular_std), ()),
+                           ("nc2_maxangle", of_centred(max_angle), ()), ("nc2_etf", nc2_etf, (stats, centring))]:
         _try(out, why, name, fn, *args)
     if weight is not None:
         w = _weight(weight, stats)
+        if bias is not None:
+            _bias(bias, w.shape[0])  # bad input raises here, before _try would read it as an undefined metric
         for name, fn, args in [("nc2_equinorm_w", equinorm, (w,)), ("nc2_equiangular_std_w", equiangular_std, (w,)),
                                ("nc2_maxangle_w", max_angle, (w,)), ("nc2_etf_w", nc2_etf_w, (w,)),
                                ("nc2_etf_w_centred", nc2_etf_w_centred, (w,)),
@@ -473,5 +512,8 @@ def nc_metrics(features, labels, weight=None, bias=None, centring: str = "balanc
     stats = class_stats(features, labels, num_classes)
     out = nc_metrics_from_stats(stats, weight, bias, centring)
     if weight is not None:
-        out["nc4_ncc_mismatch"] = nc4_ncc_mismatch(features, stats.means, weight, bias)
+        why: dict = {}
+        _try(out, why, "nc4_ncc_mismatch", nc4_ncc_mismatch, features, stats.means, weight, bias)
+        if why:  # the nearest class centre is undefined when all the centres coincide
+            out["nc_undefined"] = "; ".join(filter(None, [out.get("nc_undefined"), f"nc4_ncc_mismatch: {why['nc4_ncc_mismatch']}"]))
     return out

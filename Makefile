@@ -25,9 +25,11 @@ figures: $(STAMP)
 	$(PY) scripts/run_notebooks.py --profile $(PROFILE)
 
 # nbval re-executes every notebook and compares the cells marked NBVAL_CHECK_OUTPUT with their committed outputs;
-# the figures the notebooks draw meanwhile go to .test-figures/, so the test command never rewrites figures/
+# the figures the notebooks draw meanwhile go to .test-figures/, so the test command never rewrites figures/;
+# the notebooks share one run cache, emptied first (a run two notebooks need is trained once, by the current code)
 test: $(STAMP)
-	UFM_FIGURES=$(CURDIR)/.test-figures $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+	rm -rf .test-runs
+	UFM_RUN_CACHE=$(CURDIR)/.test-runs UFM_FIGURES=$(CURDIR)/.test-figures $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 # speed targets, each printed as ratios measured side by side in one run (not part of the tests)
 bench: $(STAMP)

@@ -13,3 +13,10 @@ def _one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_run_cache(monkeypatch):
+    """The test command shares one run cache among the notebooks (UFM_RUN_CACHE); unit tests count the runs
+    they train, so they never see it (the notebooks' kernels start outside this fixture and keep it)."""
+    monkeypatch.delenv("UFM_RUN_CACHE", raising=False)

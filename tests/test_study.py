@@ -393,3 +393,21 @@ def test_an_unguarded_script_gets_a_clear_error(tiny, tmp_path):
                       "jobs=2, threads=1, progress=False)\n")
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "if __name__ == '__main__':" in res.stderr.splitlines()[-1]
+
+
+def test_a_shared_run_cache_trains_each_computation_once(tiny, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = run_study(StudySpec(tiny, "ci", grid={"lr": [0.05, 0.1]}, seeds=1), tmp_path / "a", jobs=1, threads=1,
+                      progress=False, cache=cache)
+    assert [o.status for o in first.last_outcomes] == ["complete"] * 2 and len(list(cache.iterdir())) == 2
+    # another study, another folder, one run in common (lr = 0.1, seed 0): only the new one trains
+    monkeypatch.setenv("UFM_RUN_CACHE", str(cache))
+    second = run_study(StudySpec(tiny, "ci", grid={"lr": [0.1, 0.2]}, seeds=1), tmp_path / "b", jobs=1, threads=1,
+                       progress=False)
+    assert [o.run_id for o in second.last_outcomes] == [second.runs[1].run_id]
+    shared_a, shared_b = first.run_dir(first.runs[1]), second.run_dir(second.runs[0])
+    assert _strip(read_metrics(shared_a)) == _strip(read_metrics(shared_b))
+    # another thread count is another computation on a CPU: not taken from the cache
+    third = run_study(StudySpec(tiny, "ci", grid={"lr": [0.1]}, seeds=1), tmp_path / "c", jobs=1, threads=2,
+                      progress=False)
+    assert len(third.last_outcomes) == 1 and len(list(cache.iterdir())) == 4

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import ufm
+from ufm.study.cache import cache_folder, cache_key, fetch_run, store_run
 from ufm.study.executors import make_executor
 from ufm.study.progress import RunProgress
 from ufm.study.spec import RunSpec, StudySpec, run_hash
@@ -111,7 +112,7 @@ class Study:
                 for r in runs]
 
     def run(self, backend: str = "local", *, jobs: int | None = None, threads: int | None = None,
-            address: str | None = None, num_gpus: float = 0, progress: bool = True) -> list[RunOutcome]:
+            address: str | None = None, num_gpus: float = 0, progress: bool = True, cache=None) -> list[RunOutcome]:
         """Run every run that is not complete; returns the outcomes of the runs started by this call.
 
         Args:
@@ -120,16 +121,20 @@ class Study:
             threads: torch threads per run (local default ``cores // jobs``; ray default 1).
             num_gpus: GPUs per run (ray).
             progress: show done / running / left with elapsed and estimated time on stderr.
+            cache: a folder of complete runs shared with other studies (default ``$UFM_RUN_CACHE``, none if
+                unset): a run found there is copied, not trained, and every run completed here is stored
+                (``ufm.study.cache``).
         """
         if "__mp_main__" in sys.modules and sys.modules["__mp_main__"] is not sys.modules.get("__main__"):
             raise RuntimeError("a study was started while a worker process imported the main script: put the call "
                                "under `if __name__ == '__main__':` (worker processes import the main script first)")
         executor = make_executor(backend, jobs=jobs, threads=threads, address=address, num_gpus=num_gpus)
         self.prepare()
-        todo = self.pending()
-        if not todo:
-            return []
+        cache = cache_folder(cache)
         with self._lock():
+            todo = self._from_cache(self.pending(), cache, executor.threads)
+            if not todo:
+                return []
             bar = RunProgress(len(todo), enabled=progress)
             outcomes = []
             try:
@@ -138,7 +143,23 @@ class Study:
                     outcomes.append(outcome)
             finally:
                 bar.close()
+            self._to_cache(todo, outcomes, cache, executor.threads)
         return outcomes
+
+    def _from_cache(self, runs: list[RunSpec], cache, threads: int) -> list[RunSpec]:
+        """The runs of ``runs`` that the cache does not hold complete (those it holds are copied in)."""
+        if cache is None:
+            return runs
+        return [r for r in runs if not fetch_run(cache, cache_key(r.config, threads), self.run_dir(r), r.config.epochs)]
+
+    def _to_cache(self, runs: list[RunSpec], outcomes: list[RunOutcome], cache, threads: int) -> None:
+        """Store the runs of ``runs`` that this call completed."""
+        if cache is None:
+            return
+        done = {o.run_id for o in outcomes if o.status == "complete"}
+        for r in runs:
+            if r.run_id in done:
+                store_run(cache, cache_key(r.config, threads), self.run_dir(r))
 
     @contextlib.contextmanager
     def _lock(self):

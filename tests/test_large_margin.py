@@ -180,7 +180,7 @@ def test_theorem1_is_tight_zero_loss_configuration(dv, dd):
     f = _t([dd - dv, dd + dv, -dd - dv, -dd + dv])
     y = torch.tensor([0, 0, 1, 1])
     loss = LargeMarginDiscriminativeLoss(2, 1, gamma=0.0, delta_v=dv, delta_d=dd).double()
-    assert float(loss(f, y, lin)) == pytest.approx(0.0, abs=1e-12)
+    assert loss(f, y, lin).item() == pytest.approx(0.0, abs=1e-12)
     gm = geometric_margins(f, y, lin.weight, lin.bias)
     assert gm.min() == pytest.approx(dd - dv, abs=1e-12)
     assert (gm.min() > 0) == (dd > dv)

@@ -20,15 +20,31 @@ The harness (``ufm.train``) talks to a registered loss through :class:`HarnessLo
   ``self.record_epoch_stats(name=value, ...)`` during the forward pass; the default hooks reset the
   running sums at the start of an epoch and return their (optionally weighted) epoch means at its end.
   A loss that overrides a hook calls ``super()`` to keep this.
+
+Precision (every registered loss, by :class:`HarnessLoss`): ``forward`` and ``harness_objective`` run with
+autocast switched off on the device of their tensor inputs, so that a loss's reductions are computed in
+the precision it is written for (float32 at least; half-precision inputs are upcast inside each loss), as
+torch's own losses do under autocast. Outside autocast nothing changes. A tensor input on the ``meta``
+device (a shape without values) is refused there with a ValueError naming the argument.
+
+Directions of small vectors (:func:`unit_or_zero`, :func:`direction_floor`): a loss that depends on a
+feature only through its direction ``z / ||z||`` has a gradient of size ``|dL/du| / ||z||``, beyond the
+range of float16 (65504) once ``||z||`` is small enough. Such losses divide by ``max(||z||, eps)`` with
+``eps = 4 C / finfo(dtype).max`` (C a bound on ``|dL/du|`` per row), so the gradient reaching an input of
+that dtype is at most a quarter of its largest value; ``eps`` is below 1e-36 from float32 on, where
+nothing changes for any feature of a normal norm. A zero row stays zero and passes no gradient.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
+
+from ufm._checks import check_has_values
 
 
 @dataclass
@@ -72,11 +88,97 @@ def get_loss(name: str) -> type:
         raise ValueError(f"unknown loss {name!r}; registered losses: {sorted(LOSSES)}") from None
 
 
+# ----------------------------------------------------------------------------- precision helpers
+def unit_or_zero(z: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Rows ``z / max(||z||, eps)``; a zero row stays zero and passes no gradient.
+
+    Args:
+        z: (N, d) rows.
+        eps: the floor of the divisor (:func:`direction_floor`); rows with ``||z|| >= eps`` are exactly
+            ``z / ||z||`` (the same operations, bit for bit), rows inside the ball are ``z / eps``
+            (shorter than 1, meeting the zero row's value continuously).
+    Returns:
+        (N, d) rows of norm 1 (or ``||z|| / eps`` below the floor, 0 for a zero row).
+    """
+    norms = z.norm(dim=1, keepdim=True)
+    nonzero = norms > 0
+    denom = torch.where(nonzero, norms.clamp_min(eps) if eps > 0 else norms, torch.ones_like(norms))
+    return torch.where(nonzero, z / denom, torch.zeros_like(z))
+
+
+def direction_floor(grad_bound: float, dtype: torch.dtype, at_least: float = 0.0) -> float:
+    """``max(at_least, 4 grad_bound / finfo(dtype).max)``, the range capped at float32's.
+
+    Args:
+        grad_bound: C, a bound on the norm of the loss's gradient in a row's direction ``u = z / ||z||``
+            (the gradient in z is at most ``C / max(||z||, eps)``, so at most a quarter of the dtype's range).
+        dtype: the dtype of the input the gradient is returned in.
+        at_least: a floor the loss already had (POD: F.normalize's 1e-12), kept so valid input is unchanged.
+    Returns:
+        eps for :func:`unit_or_zero`: 6.1e-5 C in float16, about 1.2e-38 C in bfloat16 / float32.
+    """
+    top = min(torch.finfo(dtype).max, torch.finfo(torch.float32).max) if dtype.is_floating_point else \
+        torch.finfo(torch.float32).max
+    return max(float(at_least), 4.0 * float(grad_bound) / top)
+
+
+def upcast_half(x: torch.Tensor) -> torch.Tensor:
+    """float16 / bfloat16 -> float32; any other dtype unchanged (the same tensor)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _tensor_args(fn, args, kwargs):
+    """(name, tensor) for every tensor among the call's arguments, in lists, tuples, dicts and ModelOutput."""
+    names = list(getattr(fn, "_arg_names", ()))
+    pairs = list(zip(names, args)) + [(f"argument {i + 1}", a) for i, a in enumerate(args[len(names):])]
+    pairs += list(kwargs.items())
+    stack = list(pairs)
+    while stack:
+        name, v = stack.pop(0)
+        if isinstance(v, torch.Tensor):
+            yield name, v
+        elif isinstance(v, ModelOutput):
+            stack += [(f"{name}.features", v.features), (f"{name}.logits", v.logits),
+                      *((f"{name}.activations[{k!r}]", a) for k, a in (v.activations or {}).items())]
+        elif isinstance(v, dict):
+            stack += [(f"{name}[{k!r}]", a) for k, a in v.items()]
+        elif isinstance(v, (list, tuple)):
+            stack += [(f"{name}[{i}]", a) for i, a in enumerate(v)]
+
+
+def _full_precision(fn):
+    """Wrap a loss method: meta-device inputs refused, autocast off on the inputs' device (module docstring)."""
+    import inspect
+
+    fn._arg_names = [p for p in inspect.signature(fn).parameters][1:]  # without self
+
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        device = None
+        for name, t in _tensor_args(fn, args, kwargs):
+            check_has_values(t, name)
+            device = device or t.device.type
+        if device is not None and torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return fn(self, *args, **kwargs)
+        return fn(self, *args, **kwargs)
+
+    call._full_precision = True
+    return call
+
+
 class HarnessLoss(nn.Module):
     """Defaults of the harness contract (see module docstring)."""
 
     views: int = 1
     registry_name: str = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for meth in ("forward", "harness_objective"):
+            fn = cls.__dict__.get(meth)
+            if callable(fn) and not getattr(fn, "_full_precision", False):
+                setattr(cls, meth, _full_precision(fn))
 
     def harness_objective(self, out, labels: torch.Tensor, model: nn.Module) -> torch.Tensor:
         return self(out.features, labels)

@@ -12,12 +12,11 @@ adds the harness contract, input checks and prediction by argmax_j cos_ij. Defau
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 
-from ufm._checks import check_label_tensor
+from ufm._checks import check_int, check_label_tensor, check_positive, check_real
 from ufm.losses.base import HarnessLoss, register_loss
 
 __all__ = ["CosFaceLoss"]
@@ -37,10 +36,9 @@ class CosFaceLoss(HarnessLoss):
         super().__init__()
         from pytorch_metric_learning.losses import CosFaceLoss as _PMLCosFace
 
-        if int(num_classes) < 2 or int(dim) < 1:
-            raise ValueError(f"need num_classes >= 2 and dim >= 1, got {num_classes}, {dim}")
-        if not (math.isfinite(margin) and margin >= 0) or not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"need margin >= 0 and scale > 0, got margin={margin}, scale={scale}")
+        num_classes, dim = check_int(num_classes, "num_classes", low=2), check_int(dim, "dim", low=1)
+        margin, scale = check_real(margin, "margin", low=0.0), check_positive(scale, "scale")
+        seed = check_int(seed, "seed", low=0)
         self.inner = _PMLCosFace(num_classes=int(num_classes), embedding_size=int(dim), margin=float(margin),
                                  scale=float(scale))
         with torch.no_grad():

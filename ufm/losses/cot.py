@@ -16,12 +16,11 @@ Prediction: the logits.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 
-from ufm._checks import check_label_tensor
+from ufm._checks import check_label_tensor, check_real
 from ufm.losses.base import HarnessLoss, register_loss
 
 __all__ = ["COTLoss", "complement_entropy_term"]
@@ -44,9 +43,7 @@ class COTLoss(HarnessLoss):
 
     def __init__(self, complement_weight: float = 1.0):
         super().__init__()
-        if not (math.isfinite(complement_weight) and complement_weight >= 0):
-            raise ValueError(f"complement_weight must be finite and >= 0, got {complement_weight!r}")
-        self.complement_weight = float(complement_weight)
+        self.complement_weight = check_real(complement_weight, "complement_weight", low=0.0)
 
     def forward(self, logits: torch.Tensor, labels) -> torch.Tensor:
         if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point or logits.dim() != 2:

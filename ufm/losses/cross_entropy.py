@@ -5,7 +5,7 @@ For logits ``z_i = W h_i + b`` (N, k) and labels y_i:
     L = 1/N sum_i [ log sum_c exp(z_ic) - z_{i y_i} ]          (with label smoothing eps: the target
                                                                  is (1 - eps) e_{y_i} + eps/k 1)
 
-Computed in float32 whatever the logits' dtype. Several views (logits (N, V, k)) count as N * V samples.
+Computed in float32 whatever the logits' dtype (autocast off); NaN or infinite logits raise a ValueError. Several views (logits (N, V, k)) count as N * V samples.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ufm._checks import check_label_tensor
+from ufm._checks import check_finite, check_label_tensor, check_real
 from ufm.losses.base import HarnessLoss, register_loss
 
 __all__ = ["CrossEntropyLoss"]
@@ -31,9 +31,7 @@ class CrossEntropyLoss(HarnessLoss):
 
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0, high_open=True)
 
     def forward(self, logits: torch.Tensor, labels) -> torch.Tensor:
         if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
@@ -47,6 +45,7 @@ class CrossEntropyLoss(HarnessLoss):
         n, k = logits.shape
         if n == 0:
             raise ValueError("cross-entropy of an empty batch is undefined")
+        check_finite(logits, "logits")  # a NaN logit would give a NaN loss, silently
         labels = check_label_tensor(labels, n, k).to(logits.device).long()
         return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
 

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ufm._checks import check_label_tensor
+from ufm._checks import check_int, check_label_tensor, check_positive, check_real
 from ufm.losses.base import HarnessLoss, register_loss
 
 __all__ = [
@@ -402,15 +402,11 @@ class GiniKLLoss(HarnessLoss):
                  layers: str | Sequence[str] | None = None, warmup_epochs: int = 0, ce_weight: float = 1.0,
                  eps: float = 1e-10):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-        for nm, v in (("lambda_gini", lambda_gini), ("lambda_kl", lambda_kl), ("ce_weight", ce_weight)):
-            if not (isinstance(v, (int, float)) and v >= 0 and v == v and v != float("inf")):
-                raise ValueError(f"{nm} must be a finite number >= 0, got {v!r}")
-        if not (isinstance(warmup_epochs, int) and warmup_epochs >= 0):
-            raise ValueError(f"warmup_epochs must be an integer >= 0, got {warmup_epochs!r}")
-        if not (eps > 0):
-            raise ValueError(f"eps must be positive, got {eps}")
+        num_classes = check_int(num_classes, "num_classes", low=2)
+        lambda_gini, lambda_kl, ce_weight = (check_real(v, nm, low=0.0) for nm, v in (
+            ("lambda_gini", lambda_gini), ("lambda_kl", lambda_kl), ("ce_weight", ce_weight)))
+        warmup_epochs = check_int(warmup_epochs, "warmup_epochs", low=0)
+        eps = check_positive(eps, "eps")
         self.num_classes = num_classes
         self.lambda_gini = float(lambda_gini)
         self.lambda_kl = float(lambda_kl)

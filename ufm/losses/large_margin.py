@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ufm._checks import as_feature_array, as_label_array, check_label_tensor
+from ufm._checks import as_feature_array, as_label_array, check_choice, check_int, check_label_tensor, check_real
 from ufm.losses.base import HarnessLoss, register_loss
 
 __all__ = ["LargeMarginDiscriminativeLoss", "large_margin_reference", "momentum_for_memory", "MOMENTUM_MODES",
@@ -60,11 +60,9 @@ def momentum_for_memory(memory_epochs: float, steps_per_epoch: int) -> float:
         ``m = 1 - 1 / max(1, memory_epochs * steps_per_epoch)`` in ``[0, 1)`` (a memory under one step is
         no momentum).
     """
-    if not (np.isfinite(memory_epochs) and memory_epochs > 0):
-        raise ValueError(f"momentum_memory must be a positive fraction of an epoch, got {memory_epochs}")
-    if int(steps_per_epoch) != steps_per_epoch or steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be a positive integer, got {steps_per_epoch}")
-    return 1.0 - 1.0 / max(1.0, float(memory_epochs) * int(steps_per_epoch))
+    memory_epochs = check_real(memory_epochs, "momentum_memory (a fraction of an epoch)", low=0.0, low_open=True)
+    steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", low=1)
+    return 1.0 - 1.0 / max(1.0, memory_epochs * steps_per_epoch)
 
 
 def _p_norm(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -129,20 +127,14 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
             raise ValueError("momentum_memory and steps_per_epoch go together (the memory is a fraction of an epoch)")
         if momentum_memory is not None:
             momentum = momentum_for_memory(momentum_memory, steps_per_epoch)
-        if norm not in (1, 2):
-            raise ValueError(f"norm must be 1 or 2, got {norm!r}")
-        if int(num_classes) != num_classes or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2 (the margin needs a second class), got {num_classes}")
-        if int(feature_dim) != feature_dim or feature_dim < 1:
-            raise ValueError(f"feature_dim must be a positive integer, got {feature_dim}")
-        for name, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("delta_v", delta_v),
-                        ("delta_d", delta_d), ("lam", lam)):
-            if not (np.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be finite and >= 0, got {v}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if momentum_mode not in MOMENTUM_MODES:
-            raise ValueError(f"momentum_mode must be one of {MOMENTUM_MODES}, got {momentum_mode!r}")
+        norm = check_choice(norm, "norm", (1, 2))
+        num_classes = check_int(num_classes, "num_classes (the margin needs a second class)", low=2)
+        feature_dim = check_int(feature_dim, "feature_dim", low=1)
+        alpha, beta, gamma, delta_v, delta_d, lam = (
+            check_real(v, name, low=0.0) for name, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma),
+                                                         ("delta_v", delta_v), ("delta_d", delta_d), ("lam", lam)))
+        momentum = check_real(momentum, "momentum", low=0.0, high=1.0, high_open=True)
+        check_choice(momentum_mode, "momentum_mode", MOMENTUM_MODES)
         self.num_classes, self.feature_dim = int(num_classes), int(feature_dim)
         self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
         self.delta_v, self.delta_d = float(delta_v), float(delta_d)

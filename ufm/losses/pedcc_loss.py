@@ -24,11 +24,11 @@ running statistics (BatchNorm in inference form, whatever the module's mode).
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 
+from ufm._checks import check_choice, check_positive, check_real
 from ufm.losses.base import HarnessLoss, register_loss
 from ufm.losses.pod import check_features, resolve_centroids
 
@@ -66,14 +66,10 @@ class PEDCCLoss(HarnessLoss):
                  mse_power: float = 1.0, feature_batchnorm: bool = True, bn_momentum: float = 0.1,
                  mse_reduction: str = "sum", *, num_classes: int | None = None, dim: int | None = None, seed: int = 0):
         super().__init__()
-        if mse_reduction not in MSE_REDUCTIONS:
-            raise ValueError(f"mse_reduction must be one of {MSE_REDUCTIONS}, got {mse_reduction!r}")
-        self.mse_reduction = mse_reduction
-        for name, v, ok in (("scale", scale, scale > 0), ("margin", margin, margin >= 0),
-                            ("mse_weight", mse_weight, mse_weight >= 0), ("mse_power", mse_power, mse_power > 0),
-                            ("bn_momentum", bn_momentum, 0 < bn_momentum <= 1)):
-            if not (math.isfinite(v) and ok):
-                raise ValueError(f"{name} out of range: {v!r}")
+        self.mse_reduction = check_choice(mse_reduction, "mse_reduction", MSE_REDUCTIONS)
+        scale, mse_power = check_positive(scale, "scale"), check_positive(mse_power, "mse_power")
+        margin, mse_weight = check_real(margin, "margin", low=0.0), check_real(mse_weight, "mse_weight", low=0.0)
+        bn_momentum = check_real(bn_momentum, "bn_momentum", low=0.0, high=1.0, low_open=True)
         c = resolve_centroids(centroids, num_classes, dim, seed)
         self.register_buffer("centroids", c)
         d = c.shape[1]

@@ -31,7 +31,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ufm._checks import check_label_tensor
+from ufm._checks import check_int, check_label_tensor, check_positive, check_real
 from ufm.geometry.pedcc import pedcc
 from ufm.losses.base import HarnessLoss, register_loss
 
@@ -59,10 +59,13 @@ def check_centroids(centroids, tol: float = 1e-5) -> torch.Tensor:
 
 def resolve_centroids(centroids, num_classes, dim, seed, method="closed_form") -> torch.Tensor:
     """Given centroids, or ``num_classes`` and ``dim`` to build PEDCC centroids (seeded)."""
+    num_classes = None if num_classes is None else check_int(num_classes, "num_classes", low=2)
+    dim = None if dim is None else check_int(dim, "dim", low=1)
+    seed = check_int(seed, "seed", low=0)
     if centroids is None:
         if num_classes is None or dim is None:
             raise ValueError("give either centroids (k, d) or both num_classes and dim")
-        centroids = pedcc(int(num_classes), int(dim), seed=seed, method=method)
+        centroids = pedcc(num_classes, dim, seed=seed, method=method)
     c = check_centroids(centroids)
     if num_classes is not None and c.shape[0] != num_classes:
         raise ValueError(f"centroids have {c.shape[0]} rows but num_classes={num_classes}")
@@ -170,12 +173,9 @@ class PODLoss(HarnessLoss):
                  num_classes: int | None = None, dim: int | None = None, seed: int = 0,
                  delta_rate: float = 0.01, schedule: bool = True):
         super().__init__()
-        if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
-            raise ValueError(f"delta must be a positive finite number, got {delta!r}")
-        if not (math.isfinite(decorrelation_weight) and decorrelation_weight >= 0):
-            raise ValueError(f"decorrelation_weight must be finite and >= 0, got {decorrelation_weight!r}")
-        if not (math.isfinite(delta_rate) and delta_rate > 0):
-            raise ValueError(f"delta_rate must be positive, got {delta_rate!r}")
+        delta = check_positive(delta, "delta")
+        decorrelation_weight = check_real(decorrelation_weight, "decorrelation_weight", low=0.0)
+        delta_rate = check_positive(delta_rate, "delta_rate")
         self.register_buffer("centroids", resolve_centroids(centroids, num_classes, dim, seed))
         self.register_buffer("delta", torch.tensor(float(delta), dtype=torch.float64))
         self.register_buffer("_proj_sum", torch.zeros((), dtype=torch.float64))

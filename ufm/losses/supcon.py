@@ -14,7 +14,21 @@ so it enters as the zero vector, as in the POD loss: cosine 0 with every other s
 the others' denominators, 0 in their positive sums), its own l_i is the constant log(m - 1), and no
 gradient flows through its normalisation (where a normalised ``h / ||h||`` would divide by zero). Such
 samples are counted: ``zero_embeddings``, the fraction of the epoch's training embeddings that were zero,
-joins the metrics (the harness's ``zero_features`` counts them at evaluation).
+joins the metrics (the harness's ``zero_features`` counts them at evaluation). A batch made only of zero
+embeddings has loss exactly ``log(m - 1)`` (every cosine is 0, every softmax uniform) and zero gradient.
+
+Half precision: the loss is computed in float32 whatever the input dtype (autocast off). The gradient in z
+is ``(I - u u^T) dL/du / ||z||`` (the loss depends on z only through its direction u), with
+``||dL/du_j|| <= (1 + 3/|A|) / tau <= 2.5 / tau`` (|A| >= 2 anchors with a positive; times
+``tau / base_temperature`` with a base). Below ``||z|| = eps = 4 / (tau_eff finfo(dtype).max)`` this would
+overflow the input's dtype, so rows are divided by ``max(||z||, eps)`` (:func:`ufm.losses.base.unit_or_zero`):
+``eps = 6.1e-4`` at tau = 0.1 in float16 (a float16 row of that norm in d >= 64 dimensions has subnormal
+entries, whose direction is resolved to a few bits anyway), about ``1e-37`` in bfloat16 / float32 (no
+change for any other input). Inside that ball the row enters as ``z / eps``, shorter than 1, meeting the zero
+embedding's convention continuously; the gradient stays below a quarter of the dtype's range.
+
+Input: an empty batch raises (the mean over anchors of no sample is not a number the harness should
+average), as every loss of the package does; so does a tensor on the meta device.
 """
 
 from __future__ import annotations
@@ -22,8 +36,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ufm._checks import check_label_tensor
-from ufm.losses.base import HarnessLoss, register_loss
+from ufm._checks import check_int, check_label_tensor, check_positive
+from ufm.losses.base import HarnessLoss, direction_floor, register_loss, unit_or_zero
 
 __all__ = ["SupConLoss", "supcon_per_anchor", "unit_or_zero"]
 
@@ -36,6 +50,8 @@ def _flatten_views(embeddings: torch.Tensor, labels) -> tuple[torch.Tensor, torc
     if not embeddings.dtype.is_floating_point:
         raise ValueError(f"embeddings must be floating point, got {embeddings.dtype}")
     n = embeddings.shape[0]
+    if n == 0:
+        raise ValueError(f"embeddings are an empty batch (shape {tuple(embeddings.shape)}): the loss needs samples")
     labels = check_label_tensor(labels, n).to(embeddings.device)
     if embeddings.shape[-1] == 0:
         raise ValueError("embeddings have dimension d = 0")
@@ -48,25 +64,22 @@ def _flatten_views(embeddings: torch.Tensor, labels) -> tuple[torch.Tensor, torc
     return embeddings, labels
 
 
-def unit_or_zero(z: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to unit norm; a zero row stays zero and passes no gradient (module docstring)."""
-    norms = z.norm(dim=1, keepdim=True)
-    nonzero = norms > 0
-    return torch.where(nonzero, z / torch.where(nonzero, norms, torch.ones_like(norms)), torch.zeros_like(z))
-
-
 def supcon_per_anchor(
-    embeddings: torch.Tensor, labels, temperature: float = 0.1, chunk_size: int = 4096
+    embeddings: torch.Tensor, labels, temperature: float = 0.1, chunk_size: int = 4096,
+    grad_scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-anchor SupCon terms ``l_i`` (float32) and the mask of anchors that have a positive.
 
     Computed in float32 whatever the input dtype (cosines / tau reach 1/tau = 100 at tau = 0.01,
     beyond what half precision resolves), one masked row block of the similarity matrix at a time.
+    ``grad_scale``: the factor 1/tau_eff of the gradient bound that sets the direction floor (module
+    docstring); default ``1 / temperature``.
     """
     z, y = _flatten_views(embeddings, labels)
-    z = unit_or_zero(z.float())
-    m = z.shape[0]
     inv_t = 1.0 / float(temperature)
+    eps = direction_floor(2.5 * (inv_t if grad_scale is None else grad_scale), embeddings.dtype)
+    z = unit_or_zero(z.float(), eps)
+    m = z.shape[0]
     # positives through class sums: sum_{j in P_i} z_i.z_j = z_i.(S_{y_i} - z_i), so no B x B mask;
     # in float64 (O(B d), cheap) so that removing the self term z_i.z_i loses nothing to cancellation
     _, cls = torch.unique(y, return_inverse=True)
@@ -104,18 +117,15 @@ class SupConLoss(HarnessLoss):
 
     def __init__(self, temperature: float = 0.1, base_temperature: float | None = None, chunk_size: int = 4096):
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if base_temperature is not None and not base_temperature > 0:
-            raise ValueError(f"base_temperature must be positive, got {base_temperature}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.temperature = float(temperature)
-        self.base_temperature = base_temperature
-        self.chunk_size = int(chunk_size)
+        self.temperature = check_positive(temperature, "temperature")
+        self.base_temperature = None if base_temperature is None else check_positive(base_temperature,
+                                                                                      "base_temperature")
+        self.chunk_size = check_int(chunk_size, "chunk_size", low=1)
 
     def forward(self, embeddings: torch.Tensor, labels) -> torch.Tensor:
-        terms, valid = supcon_per_anchor(embeddings, labels, self.temperature, self.chunk_size)
+        # the gradient carries 1/tau, times tau / base_temperature with a base: 1 / base_temperature
+        scale = 1.0 / (self.temperature if self.base_temperature is None else self.base_temperature)
+        terms, valid = supcon_per_anchor(embeddings, labels, self.temperature, self.chunk_size, grad_scale=scale)
         if self.training:
             flat = embeddings.detach().reshape(-1, embeddings.shape[-1])
             self.record_epoch_stats(weight=flat.shape[0], zero_embeddings=(flat.abs().sum(1) == 0).double().mean())

@@ -1,0 +1,169 @@
+"""Bad input to the losses (issue 15): one row per case, each a clear error naming the argument and the value.
+
+A new loss joins by adding rows: constructor arguments to ``CONSTRUCTOR_CASES``, calls to ``CALL_CASES``.
+The degenerate-input conventions (numbers, not errors) are tested at the end; the table of them is
+theory/degenerate-input.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ufm.losses import (
+    COTLoss,
+    CosFaceLoss,
+    CrossEntropyLoss,
+    DotRegressionLoss,
+    GiniKLLoss,
+    LargeMarginDiscriminativeLoss,
+    ModelOutput,
+    PEDCCLoss,
+    PODLoss,
+    SupConLoss,
+)
+from ufm.losses.large_margin import momentum_for_memory
+
+Y6 = torch.tensor([0, 0, 1, 1, 2, 2])
+P = pytest.param
+
+# ------------------------------------------------------------------------------------------- constructors
+CONSTRUCTOR_CASES = [
+    P(SupConLoss, {"temperature": "0.1"}, TypeError, r"temperature must be a real number, got '0\.1' \(str\)",
+      id="supcon-temperature-string"),
+    P(SupConLoss, {"temperature": "abc"}, TypeError, r"temperature must be a real number, got 'abc'",
+      id="supcon-temperature-abc"),
+    P(SupConLoss, {"temperature": float("inf")}, ValueError, r"temperature must be positive and finite, got inf",
+      id="supcon-temperature-inf"),
+    P(SupConLoss, {"temperature": float("nan")}, ValueError, r"temperature must be positive and finite, got nan",
+      id="supcon-temperature-nan"),
+    P(SupConLoss, {"temperature": 0.0}, ValueError, r"temperature must be positive and finite, got 0\.0",
+      id="supcon-temperature-zero"),
+    P(SupConLoss, {"temperature": None}, TypeError, r"temperature must be a real number, got None",
+      id="supcon-temperature-none"),
+    P(SupConLoss, {"temperature": True}, TypeError, r"temperature must be a real number, got True \(bool\)",
+      id="supcon-temperature-bool"),
+    P(SupConLoss, {"base_temperature": "0.07"}, TypeError, r"base_temperature must be a real number, got '0\.07'",
+      id="supcon-base-temperature-string"),
+    P(SupConLoss, {"base_temperature": -1.0}, ValueError, r"base_temperature must be positive and finite, got -1\.0",
+      id="supcon-base-temperature-negative"),
+    P(SupConLoss, {"chunk_size": 0}, ValueError, r"chunk_size must be an integer >= 1, got 0", id="supcon-chunk-zero"),
+    P(SupConLoss, {"chunk_size": 2.5}, TypeError, r"chunk_size must be an integer, got 2\.5", id="supcon-chunk-float"),
+    P(CrossEntropyLoss, {"label_smoothing": "0.1"}, TypeError, r"label_smoothing must be a real number, got '0\.1'",
+      id="ce-smoothing-string"),
+    P(CrossEntropyLoss, {"label_smoothing": 1.0}, ValueError, r"label_smoothing must be in \[0\.0, 1\.0\), got 1\.0",
+      id="ce-smoothing-one"),
+    P(CrossEntropyLoss, {"label_smoothing": float("nan")}, ValueError, r"label_smoothing must be in .*got nan",
+      id="ce-smoothing-nan"),
+    P(COTLoss, {"complement_weight": "1"}, TypeError, r"complement_weight must be a real number, got '1'",
+      id="cot-weight-string"),
+    P(COTLoss, {"complement_weight": float("inf")}, ValueError, r"complement_weight must be >= 0.0 and finite, got inf",
+      id="cot-weight-inf"),
+    P(CosFaceLoss, {"num_classes": 3, "dim": 4, "scale": "30"}, TypeError, r"scale must be a real number, got '30'",
+      id="cosface-scale-string"),
+    P(CosFaceLoss, {"num_classes": 3, "dim": 4, "margin": float("nan")}, ValueError, r"margin must be .*got nan",
+      id="cosface-margin-nan"),
+    P(CosFaceLoss, {"num_classes": 1, "dim": 4}, ValueError, r"num_classes must be an integer >= 2, got 1",
+      id="cosface-one-class"),
+    P(CosFaceLoss, {"num_classes": 3, "dim": "4"}, TypeError, r"dim must be an integer, got '4'", id="cosface-dim-string"),
+    P(PODLoss, {"num_classes": 3, "dim": 4, "delta": "0.05"}, TypeError, r"delta must be a real number, got '0\.05'",
+      id="pod-delta-string"),
+    P(PODLoss, {"num_classes": 3, "dim": 4, "delta": float("inf")}, ValueError, r"delta must be positive and finite, got inf",
+      id="pod-delta-inf"),
+    P(PODLoss, {"num_classes": 3, "dim": 4, "decorrelation_weight": float("nan")}, ValueError,
+      r"decorrelation_weight must be >= 0.0 and finite, got nan", id="pod-decorrelation-nan"),
+    P(PODLoss, {"num_classes": 3, "dim": 4, "delta_rate": -0.01}, ValueError, r"delta_rate must be positive .*got -0\.01",
+      id="pod-delta-rate-negative"),
+    P(PODLoss, {"num_classes": "abc", "dim": 4}, TypeError, r"num_classes must be an integer, got 'abc'",
+      id="pod-num-classes-string"),
+    P(PODLoss, {"num_classes": 3, "dim": 4, "seed": 1.5}, TypeError, r"seed must be an integer, got 1\.5",
+      id="pod-seed-float"),
+    P(DotRegressionLoss, {"num_classes": 3, "dim": "x"}, TypeError, r"dim must be an integer, got 'x'",
+      id="dot-regression-dim-string"),
+    P(PEDCCLoss, {"num_classes": 3, "dim": 4, "margin": "0.35"}, TypeError, r"margin must be a real number, got '0\.35'",
+      id="pedcc-margin-string"),
+    P(PEDCCLoss, {"num_classes": 3, "dim": 4, "bn_momentum": 0.0}, ValueError, r"bn_momentum must be in \(0\.0, 1\.0\], got 0\.0",
+      id="pedcc-bn-momentum-zero"),
+    P(PEDCCLoss, {"num_classes": 3, "dim": 4, "mse_power": float("nan")}, ValueError, r"mse_power must be positive .*nan",
+      id="pedcc-power-nan"),
+    P(PEDCCLoss, {"num_classes": 3, "dim": 4, "mse_reduction": "batchmean"}, ValueError,
+      r"mse_reduction must be one of 'sum', 'mean'; got 'batchmean'", id="pedcc-reduction"),
+    P(LargeMarginDiscriminativeLoss, {"num_classes": 3, "feature_dim": 4, "momentum": 1.0}, ValueError,
+      r"momentum must be in \[0\.0, 1\.0\), got 1\.0", id="large-margin-momentum-one"),
+    P(LargeMarginDiscriminativeLoss, {"num_classes": 3, "feature_dim": 4, "momentum": "0.9"}, TypeError,
+      r"momentum must be a real number, got '0\.9'", id="large-margin-momentum-string"),
+    P(LargeMarginDiscriminativeLoss, {"num_classes": 3, "feature_dim": 4, "momentum": float("nan")}, ValueError,
+      r"momentum must be in \[0\.0, 1\.0\), got nan", id="large-margin-momentum-nan"),
+    P(LargeMarginDiscriminativeLoss, {"num_classes": 3, "feature_dim": 4, "delta_d": float("inf")}, ValueError,
+      r"delta_d must be >= 0.0 and finite, got inf", id="large-margin-delta-d-inf"),
+    P(LargeMarginDiscriminativeLoss, {"num_classes": 3, "feature_dim": 4, "lam": "1"}, TypeError,
+      r"lam must be a real number, got '1'", id="large-margin-lam-string"),
+    P(LargeMarginDiscriminativeLoss, {"num_classes": 3, "feature_dim": 4, "norm": 3}, ValueError,
+      r"norm must be one of 1, 2; got 3", id="large-margin-norm"),
+    P(LargeMarginDiscriminativeLoss, {"num_classes": 3, "feature_dim": 2.5}, TypeError,
+      r"feature_dim must be an integer, got 2\.5", id="large-margin-feature-dim-float"),
+    P(LargeMarginDiscriminativeLoss, {"num_classes": 3, "feature_dim": 4, "momentum_memory": "0.5", "steps_per_epoch": 10},
+      TypeError, r"momentum_memory .* must be a real number, got '0\.5'", id="large-margin-memory-string"),
+    P(GiniKLLoss, {"num_classes": 3, "lambda_gini": "0.5"}, TypeError, r"lambda_gini must be a real number, got '0\.5'",
+      id="gini-kl-lambda-string"),
+    P(GiniKLLoss, {"num_classes": 3, "lambda_kl": float("inf")}, ValueError, r"lambda_kl must be >= 0.0 and finite, got inf",
+      id="gini-kl-lambda-inf"),
+    P(GiniKLLoss, {"num_classes": 3, "eps": float("nan")}, ValueError, r"eps must be positive and finite, got nan",
+      id="gini-kl-eps-nan"),
+    P(GiniKLLoss, {"num_classes": 3, "warmup_epochs": 1.5}, TypeError, r"warmup_epochs must be an integer, got 1\.5",
+      id="gini-kl-warmup-float"),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs,error,match", CONSTRUCTOR_CASES)
+def test_bad_constructor_argument(cls, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        cls(**kwargs)
+
+
+def test_momentum_for_memory_names_its_arguments():
+    with pytest.raises(TypeError, match=r"steps_per_epoch must be an integer, got 'x'"):
+        momentum_for_memory(0.5, "x")
+    with pytest.raises(ValueError, match=r"momentum_memory .* must be positive and finite, got 0\.0"):
+        momentum_for_memory(0.0, 10)
+
+
+# ------------------------------------------------------------------------------------------- calls
+def _meta(*shape):
+    return torch.zeros(*shape, device="meta")
+
+
+def _out(features, logits=None):
+    return ModelOutput(features=features, logits=logits)
+
+
+CALL_CASES = [
+    P(lambda: SupConLoss()(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), ValueError,
+      r"embeddings are an empty batch \(shape \(0, 4\)\)", id="supcon-empty-batch"),
+    P(lambda: SupConLoss()(torch.zeros(0, 2, 4), torch.zeros(0, dtype=torch.long)), ValueError,
+      r"embeddings are an empty batch \(shape \(0, 2, 4\)\)", id="supcon-empty-batch-views"),
+    P(lambda: SupConLoss()(_meta(6, 4), Y6), ValueError, r"embeddings: a tensor on the meta device \(shape \(6, 4\)",
+      id="supcon-meta-embeddings"),
+    P(lambda: SupConLoss()(torch.randn(6, 4), Y6.to("meta")), ValueError, r"labels: a tensor on the meta device",
+      id="supcon-meta-labels"),
+    P(lambda: SupConLoss().harness_objective(_out(_meta(6, 2, 4)), Y6, None), ValueError,
+      r"embeddings: a tensor on the meta device", id="supcon-harness-meta"),
+    P(lambda: PODLoss(num_classes=3, dim=4)(_meta(6, 4), Y6), ValueError, r"features: a tensor on the meta device",
+      id="pod-meta"),
+    P(lambda: GiniKLLoss(3)({"layer4": _meta(6, 4)}, Y6), ValueError,
+      r"activations\['layer4'\]: a tensor on the meta device", id="gini-kl-meta-dict"),
+    P(lambda: CrossEntropyLoss().harness_objective(_out(torch.zeros(2, 3), torch.tensor([[float("nan"), 0.0], [0.0, 1.0]])),
+                                                   torch.tensor([0, 1]), None),
+      ValueError, r"logits contain NaN or infinite values", id="ce-harness-nan-logits"),
+    P(lambda: CrossEntropyLoss()(torch.tensor([[float("inf"), 0.0]]), torch.tensor([0])), ValueError,
+      r"logits contain NaN or infinite values", id="ce-inf-logits"),
+]
+
+
+@pytest.mark.parametrize("call,error,match", CALL_CASES)
+def test_bad_call(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

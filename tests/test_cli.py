@@ -44,14 +44,17 @@ def test_sdp_with_binding_batches_and_gd(capsys):
 
 
 def test_errors_are_clear(capsys):
-    with pytest.raises(SystemExit):
-        main(["solve", "--counts", "5,5", "--method", "reduced", "--batch-size", "2"])
-    with pytest.raises(SystemExit):
+    """Exit status 2 with one line ``error: ...`` (more cases: tests/test_bad_input_cli.py)."""
+    assert main(["solve", "--counts", "5,5", "--method", "reduced", "--batch-size", "2"]) == 2
+    with pytest.raises(SystemExit) as exc:
         main(["solve", "--counts", "5,0"])
-    with pytest.raises(SystemExit):
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
         main(["solve", "--counts", "5,5", "--temperature", "0"])
-    with pytest.raises(SystemExit):
-        main(["solve", "--counts", "5,5", "--binding"])
+    assert exc.value.code == 2
+    assert main(["solve", "--counts", "5,5", "--binding"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
 
 
 def test_module_entry_point_help():

@@ -6,6 +6,9 @@ Commands:
     sweep   run a study: a config x a grid x seeds, locally or on a Ray cluster, with a summary table
     report  the summary table, or a paired comparison of two arms, of a study folder
     phase   a loss's hyperparameters mapped to the UFM minimiser's geometry (table, heatmaps)
+
+A user mistake (a bad option, value, config, file or folder) prints one line ``error: ...`` on stderr
+and exits with status 2, never a traceback; ``--debug`` (or ``UFM_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 
@@ -67,7 +71,7 @@ def _epochs(labels: np.ndarray, args):
     (epoch e: random batches seeded ``epoch_seed(seed, e)``, plus the binding examples when asked)."""
     if args.batch_size is None:
         if args.binding:
-            raise SystemExit("error: --binding needs --batch-size (binding examples are added to mini-batches)")
+            raise ValueError("--binding needs --batch-size (binding examples are added to mini-batches)")
         return None
     from ufm.batching import epoch_batcher
 
@@ -80,7 +84,7 @@ def _exact(args, labels):
 
     if args.method == "reduced":
         if args.batch_size is not None:
-            raise SystemExit("error: --method reduced solves the full-batch problem; use sdp or gd with --batch-size")
+            raise ValueError("--method reduced solves the full-batch problem; use sdp or gd with --batch-size")
         res = solvers.solve_reduced(args.counts, temperature=args.temperature, relu=args.relu)
     else:
         epochs = _epochs(labels, args)
@@ -134,7 +138,7 @@ def _print_table(out: dict) -> None:
 
 def run_solve(args) -> int:
     if args.binding and args.batch_size is None:
-        raise SystemExit("error: --binding needs --batch-size (binding examples are added to mini-batches)")
+        raise ValueError("--binding needs --batch-size (binding examples are added to mini-batches)")
     labels = np.repeat(np.arange(len(args.counts)), args.counts)
     t0 = time.time()
     out = _gradient_descent(args, labels) if args.method == "gd" else _exact(args, labels)
@@ -147,9 +151,45 @@ def run_solve(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``error: <command>: <message> (see <command> --help)``,
+    with exit status 2 (argparse's own: the usage, then the message). Sub-command parsers are of this
+    class too (``add_subparsers`` takes the parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+# the mistakes a user can make: bad values (ValueError, TypeError and the project's errors that subclass
+# them), files and folders (OSError), solvers that cannot certify an answer (SolverError, a RuntimeError)
+USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+
+
+def _one_line(text) -> str:
+    """A message on one line: its non-empty lines joined (YAML and torch write several)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def error_line(err: BaseException) -> str:
+    """The line ``error: ...`` printed for a user mistake ``err``.
+
+    An OSError from the system names its file and the reason ("Not a directory"); other errors give
+    their message (on one line), or their type when they have none.
+    """
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = _one_line(err) or type(err).__name__
+    if isinstance(err, RuntimeError) and not type(err).__module__.startswith("ufm"):
+        text += " (--debug shows the traceback)"  # from a library: possibly a bug rather than a mistake
+    return f"error: {text}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ufm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="python -m ufm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the Python traceback instead of the one line 'error: ...' "
+                             "(also UFM_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("solve", help="solve the SCL unconstrained features model", description=SOLVE_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,15 +220,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    A bad command line exits through ``SystemExit(2)`` (argparse) with one line ``error: ...``; a user
+    mistake found later (:data:`USER_ERRORS`) prints one line ``error: ...`` on stderr and returns 2;
+    ``--debug`` or ``UFM_DEBUG=1`` re-raises it with its traceback. Ctrl-C returns 130 (a training run
+    resumes from its last checkpoint). Any other exception is a bug and keeps its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "temperature", 1.0) is not None and getattr(args, "temperature", 1.0) <= 0:
-        parser.error("--temperature must be positive")
+        parser.error(f"--temperature must be positive, got {args.temperature!r}")
+    debug = args.debug or os.environ.get("UFM_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(error_line(err), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

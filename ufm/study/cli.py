@@ -87,8 +87,12 @@ def _collect(study):
 
 
 def run_sweep(args) -> int:
+    from pathlib import Path
+
     from ufm.study import Study, StudySpec, format_summary, metric_columns, parse_grid, summarise
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file, not a study folder: choose another --out")
     spec = StudySpec(args.config, args.profile, args.overrides, parse_grid(args.grid),
                      tuple(range(args.first_seed, args.first_seed + args.seeds)))
     study = Study(spec, args.out)

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ufm._checks import as_label_array
+from ufm._checks import as_label_array, check_positive
 from ufm.solvers.certificate import SolverError, class_mean_gram
-from ufm.solvers.objective import normalize_batching, of_objective, scl_gram_objective
+from ufm.solvers.objective import check_has_anchor, check_temperature, normalize_batching, of_objective, scl_gram_objective
 from ufm.solvers.pipeline import solve_conic
 from ufm.solvers.sdp import _build_problem, _structure
 
@@ -75,12 +75,8 @@ def max_departure(labels, batches, temperature: float = 0.1, relu: bool = True, 
     n = y.size
     if n < 2:
         raise ValueError(f"max_departure needs at least two samples, got {n}")
-    tau = float(temperature)
-    if not (np.isfinite(tau) and tau > 0):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
-    delta = float(delta)
-    if not (np.isfinite(delta) and delta > 0):
-        raise ValueError(f"delta must be a positive finite number, got {delta}")
+    tau = check_temperature(temperature)
+    delta = check_positive(delta, "delta")
     blist = normalize_batching(n, batches)
     if reference is None:
         ref = (y[:, None] == y[None, :]).astype(np.float64)
@@ -97,9 +93,8 @@ def max_departure(labels, batches, temperature: float = 0.1, relu: bool = True, 
     if not np.all(at_top | at_bottom):
         raise ValueError(f"the departure is linear only when every off-diagonal entry of reference is 1 or {lower:g} "
                          f"(relu={relu}); found {vals[~(at_top | at_bottom)][:3].tolist()}")
-    rows_by_m, wpos, n_exp = _structure(y, blist)
-    if n_exp == 0:
-        raise ValueError("no batch has an anchor: the objective is identically zero and every Gram minimises it")
+    check_has_anchor(y, blist)  # else f = 0 identically and every Gram minimises it
+    rows_by_m, wpos, _ = _structure(y, blist)
     prob, g = _build_problem(n, rows_by_m, wpos, tau, relu)
     # D(Y) = sum_{top} (1 - Y_ij) + sum_{bottom} (Y_ij - lower); as a matrix inner product over i < j
     w = np.zeros((n, n))
@@ -110,12 +105,12 @@ def max_departure(labels, batches, temperature: float = 0.1, relu: bool = True, 
     problem = cp.Problem(cp.Maximize(departure), cons)
     what = f"the departure program (n={n})"
     try:
-        status = solve_conic(problem, solver, what, **opts)
+        status = solve_conic(problem, solver, what, temperature=tau, **opts)
     except SolverError:
         if solver.upper() != "CLARABEL":
             raise
         # Clarabel sometimes stalls at the tight tolerances; its own defaults (1e-8) then
-        status = solve_conic(problem, solver, what, **{"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8,
+        status = solve_conic(problem, solver, what, temperature=tau, **{"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8,
                                                        **opts})
     gv = np.asarray(g.value, dtype=np.float64)
     gv = (gv + gv.T) / 2

@@ -42,11 +42,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ufm._checks import as_label_array
+from ufm._checks import as_label_array, check_positive
 from ufm.batching import epoch_batcher
 from ufm.device import default_device
 from ufm.geometry import delta_etf, delta_of
-from ufm.solvers.objective import normalize_batching
+from ufm.solvers.objective import check_has_anchor, check_temperature, normalize_batching
 
 __all__ = ["GDResult", "GDDivergedError", "scl_feature_objective", "solve_gd", "steps_to_of"]
 
@@ -246,16 +246,6 @@ class _Plan:
         return total
 
 
-def _check_temperature(temperature) -> float:
-    try:
-        tau = float(temperature)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}") from None
-    if not (math.isfinite(tau) and tau > 0):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    return tau
-
-
 def scl_feature_objective(features: torch.Tensor, labels, batches=None, temperature: float = 0.1,
                           dense_max: int = 256, block_entries: int = 1 << 20) -> torch.Tensor:
     """``f(H)`` of the module docstring for features ``H`` (n x d, any float dtype, differentiable).
@@ -270,7 +260,7 @@ def scl_feature_objective(features: torch.Tensor, labels, batches=None, temperat
         raise ValueError("features contain NaN or infinite values")
     n = features.shape[0]
     y = as_label_array(labels, n=n)
-    inv_t = 1.0 / _check_temperature(temperature)
+    inv_t = 1.0 / check_positive(temperature, "temperature")
     plan = _Plan(y, normalize_batching(n, batches), features.device, dense_max, block_entries)
     return plan(_normalise(features), inv_t)
 
@@ -326,7 +316,7 @@ def _check_problem(labels, dim, relu: bool, temperature) -> tuple[np.ndarray, in
     if relu and dim < k:
         raise ValueError(f"dim={dim} < k={k} classes: with ReLU the minimiser is an orthogonal frame, "
                          f"which needs d >= k non-negative orthogonal directions")
-    return y, k, 1.0 / _check_temperature(temperature)
+    return y, k, 1.0 / check_temperature(temperature)
 
 
 def _check_nonneg(nonneg: str | None, relu: bool, optimizer: str) -> str:
@@ -548,14 +538,14 @@ class _FeatureOptimizer:
         return float(loss), stalled
 
 
-def _stochastic_batches(batches, y):
-    """Yield the batches of ``batches(0)``, then of ``batches(1)``, ... forever."""
-    epoch = 0
+def _stochastic_batches(batches, y, first: list[np.ndarray]):
+    """Yield the batches of ``first`` (``batches(0)``, already checked), then of ``batches(1)``, ... forever."""
+    bl, epoch = first, 0
     while True:
-        bl = normalize_batching(y.size, batches(epoch))
         for b in bl:
             yield b
         epoch += 1
+        bl = normalize_batching(y.size, batches(epoch))
 
 
 def _plan_source(y: np.ndarray, batches, device, dense_max: int, block_entries: int) -> Callable[[], _Plan]:
@@ -566,14 +556,18 @@ def _plan_source(y: np.ndarray, batches, device, dense_max: int, block_entries: 
             a callable ``epoch -> batches`` (a new one-batch plan per step, epoch after epoch).
 
     Raises:
-        ValueError: a fixed batching in which no batch has an anchor (``f = 0`` identically).
+        ValueError: a fixed batching in which no batch has an anchor (``f = 0`` identically), or a stochastic
+            one whose epoch 0 has none (e.g. ``batch_size=1``: every step would be a no-op and the random
+            start would come back as the answer).
     """
     if callable(batches):
-        stream = _stochastic_batches(batches, y)
+        first = normalize_batching(y.size, batches(0))
+        check_has_anchor(y, first, "epoch 0 of the batching")
+        stream = _stochastic_batches(batches, y, first)
         return lambda: _Plan(y, [next(stream)], device, dense_max, block_entries)
-    plan = _Plan(y, normalize_batching(y.size, batches), device, dense_max, block_entries)
-    if plan.empty:
-        raise ValueError("no batch holds two samples of one class: the objective is identically 0")
+    fixed = normalize_batching(y.size, batches)
+    check_has_anchor(y, fixed)
+    plan = _Plan(y, fixed, device, dense_max, block_entries)
     return lambda: plan
 
 
@@ -726,11 +720,14 @@ def solve_gd(
         labels: (n,) integer class labels.
         dim: feature dimension ``d`` (``d >= k`` with ``relu``: the OF needs ``k`` orthogonal
             non-negative directions).
+        temperature: ``tau`` in ``[TEMPERATURE_MIN, inf)`` = ``[1e-6, inf)`` (``ufm.solvers.objective``).
         relu: keep ``H >= 0`` (the UFM+); ``nonneg`` says how: ``"square"`` (default with L-BFGS),
             ``"relu"`` (default with Adam/SGD) or ``"project"`` (module docstring).
         batches: ``None`` / ``"full"`` (one full batch), a list of index arrays (a fixed batching:
             every step uses the gradient of the whole sum), or a callable ``epoch -> list of
             batches`` (stochastic: one step per batch, a new batching per epoch; Adam/SGD only).
+            Some batch must hold an anchor (two samples of one class): of the fixed batching, or of
+            epoch 0 of a callable one.
         optimizer: ``"lbfgs"`` (``torch.optim.LBFGS``, strong Wolfe line search, one iteration per
             step), ``"adam"`` or ``"sgd"``. Default ``lr``: 1 for L-BFGS and SGD, 0.05 for Adam.
         steps: maximal number of steps (>= 1).
@@ -750,7 +747,9 @@ def solve_gd(
             to reach the OF.
 
     Raises:
-        ValueError: bad labels, ``dim``, ``steps``, optimizer, parametrisation or batching;
+        TypeError: a temperature or device of the wrong type (``'abc'``, ``0``).
+        ValueError: bad labels, ``dim``, ``steps``, temperature, device (``"gpu"``: ``ufm.device``),
+        optimizer, parametrisation or batching (one without an anchor, e.g. mini-batches of size 1);
         GDDivergedError (a ValueError): a non-finite loss or a zero feature row, with the step.
     """
     y, k, inv_t = _check_problem(labels, dim, relu, temperature)

@@ -8,6 +8,17 @@ A_B = {i in B : |P_i| >= 1}, P_i = {j in B \\ {i} : y_j = y_i}:
                                           - 1/|P_i| sum_{j in P_i} G_ij / tau ]
 
 Each anchor term is convex in G (log-sum-exp of a linear map minus a linear map), so f is convex.
+
+Temperatures. Evaluating f accepts any positive finite temperature (``check_positive``). The solvers
+(``solve_reduced``, ``solve_sdp``, ``solve_gd``, the certificates, ``max_departure``) accept
+``temperature >= TEMPERATURE_MIN = 1e-6`` (:func:`check_temperature`). Why that bound: every program
+reads G only through ``G / tau``, and float64 rounds each scaled entry to about ``eps / tau`` (``eps`` =
+2.2e-16) -- 2.2e-10 at ``tau = 1e-6``, below the certificates' default tolerance 1e-9 (reduced) and 1e-7
+(n x n); at ``tau = 1e-7`` the rounding (2.2e-9) exceeds the reduced tolerance. Measured with Clarabel:
+certified down to 1e-6 on every program tried (k up to 7, n up to 9, with and without ReLU); below it the
+interior-point solver fails (``1e-7``: an n x n program without ReLU not certified; ``1e-9``: the reduced
+program without ReLU, counts (5, 3, 2)). With ReLU nothing is lost: the orthogonal frame is the minimiser
+at every temperature (Theorem 1 of Kini et al.).
 """
 
 from __future__ import annotations
@@ -15,9 +26,33 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-from ufm._checks import as_label_array
+from ufm._checks import as_label_array, check_positive, check_real
 
-__all__ = ["normalize_batching", "scl_gram_objective", "of_objective", "batch_class_counts"]
+__all__ = ["normalize_batching", "scl_gram_objective", "of_objective", "batch_class_counts", "TEMPERATURE_MIN",
+           "check_temperature", "has_anchor", "check_has_anchor"]
+
+# the smallest temperature the solvers accept (module docstring: float64 rounding of G / tau)
+TEMPERATURE_MIN = 1e-6
+
+
+def check_temperature(temperature) -> float:
+    """The temperature of a solver as a float in ``[TEMPERATURE_MIN, inf)`` (module docstring).
+
+    Raises:
+        TypeError: not a real number (``'abc'``, None); the message names ``temperature`` and the value.
+        ValueError: NaN, infinite, non-positive or below :data:`TEMPERATURE_MIN`; the message names
+            ``temperature``, the value and the accepted range.
+    """
+    tau = check_positive(temperature, "temperature")
+    if tau < TEMPERATURE_MIN:
+        # check_real's own wording ("must be >= 1e-06 and finite") plus the reason
+        try:
+            check_real(tau, "temperature", low=TEMPERATURE_MIN)
+        except ValueError as err:
+            raise ValueError(f"{err}: below it float64 cannot resolve the program's entries G / temperature to the "
+                             "certificates' tolerance and the conic solver fails (ufm.solvers.objective): "
+                             f"use temperature >= {TEMPERATURE_MIN:g}") from None
+    return tau
 
 
 def normalize_batching(n: int, batches=None) -> list[np.ndarray]:
@@ -43,6 +78,35 @@ def normalize_batching(n: int, batches=None) -> list[np.ndarray]:
     return out
 
 
+def has_anchor(labels, batches) -> bool:
+    """Whether some batch holds an anchor: a sample with a same-class partner in its batch."""
+    y = as_label_array(labels)
+    return any(np.any(np.bincount(y[b])[y[b]] >= 2) for b in batches if np.size(b))
+
+
+def check_has_anchor(labels, batches, what: str = "the batching") -> None:
+    """Refuse a batching in which no batch has an anchor: ``f`` is then identically 0 and no solver can move.
+
+    Args:
+        labels: (n,) class indices. batches: a list of index arrays (checked by :func:`normalize_batching`).
+        what: how the message names the batching (e.g. ``"epoch 0 of the batching"``).
+
+    Raises:
+        ValueError: when no class has two samples, saying so; else naming the largest batch size and what is
+            needed (a batch_size of at least 2 that puts two samples of a class together, or binding examples).
+    """
+    y = as_label_array(labels)
+    if y.size and np.bincount(y).max() < 2:
+        raise ValueError(f"no class of labels has two samples ({y.size} samples, {np.unique(y).size} classes): no "
+                         "sample has a same-class partner (an anchor), so the objective is identically 0")
+    if not has_anchor(y, batches):
+        largest = max((int(np.size(b)) for b in batches), default=0)
+        raise ValueError(f"no batch of {what} has an anchor (a sample with a same-class partner in its batch): the "
+                         f"objective is identically 0 and no solver can move the features; its largest batch holds "
+                         f"{largest} sample(s): use a larger batch_size (at least 2, enough to put two samples of a "
+                         "class together) or binding examples")
+
+
 def batch_class_counts(labels, batches=None) -> list[np.ndarray]:
     y = as_label_array(labels)
     k = int(y.max()) + 1
@@ -62,9 +126,7 @@ def scl_gram_objective(gram, labels, batches=None, temperature: float = 0.1, gra
         raise ValueError(f"gram must be ({n}, {n}) for {n} labels, got {g.shape}")
     if not np.all(np.isfinite(g)):
         raise ValueError("gram contains NaN or infinite values")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    inv_t = 1.0 / temperature
+    inv_t = 1.0 / check_positive(temperature, "temperature")
     total = 0.0
     d = np.zeros_like(g) if grad else None
     for b in normalize_batching(n, batches):
@@ -97,8 +159,7 @@ def of_objective(labels, batches=None, temperature: float = 0.1) -> float:
         l_c = log( (m_c - 1) e^{1/tau} + (m - m_c) ) - 1/tau = log( m_c - 1 + (m - m_c) e^{-1/tau} ),
     and the batch contributes sum_c m_c l_c / sum_{c : m_c >= 2} m_c.
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    temperature = check_positive(temperature, "temperature")
     total = 0.0
     for m_c in batch_class_counts(labels, batches):
         m = m_c.sum()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ufm.solvers.certificate import Certificate, SolverError, class_gram_deltas, dual_gap_bound, feasibility_of
+from ufm.solvers.objective import check_temperature
 
 __all__ = ["GramProgram", "SolveResult", "certify", "select_certified", "solve_program", "solve_conic", "project_to_bounds"]
 
@@ -31,10 +32,11 @@ __all__ = ["GramProgram", "SolveResult", "certify", "select_certified", "solve_p
 _CLARABEL_DEFAULTS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500}
 
 
-def solve_conic(prob, solver: str, what: str, verbose: bool = False, **opts) -> str:
+def solve_conic(prob, solver: str, what: str, verbose: bool = False, *, temperature: float | None = None, **opts) -> str:
     """Solve a cvxpy problem with ``solver`` (Clarabel: tight defaults unless ``opts`` override them); the
-    status, or :class:`SolverError` naming ``what`` when the solver fails or returns no optimum. An
-    inaccurate optimum is accepted here: the project's certificate judges it."""
+    status, or :class:`SolverError` naming ``what`` (and the ``temperature``, when given, with what to try)
+    when the solver fails or returns no optimum. An inaccurate optimum is accepted here: the project's
+    certificate judges it."""
     import warnings
 
     import cvxpy as cp
@@ -46,10 +48,18 @@ def solve_conic(prob, solver: str, what: str, verbose: bool = False, **opts) -> 
             warnings.filterwarnings("ignore", message="Solution may be inaccurate")
             prob.solve(solver=solver, verbose=verbose, **opts)
     except cp.error.SolverError as err:
-        raise SolverError(f"{solver} failed on {what}: {err}") from err
+        raise SolverError(f"{solver} failed on {what}: {err}{_temperature_hint(temperature)}") from err
     if prob.status not in ("optimal", "optimal_inaccurate"):
-        raise SolverError(f"{solver} did not solve {what}: status {prob.status}")
+        raise SolverError(f"{solver} did not solve {what}: status {prob.status}{_temperature_hint(temperature)}")
     return str(prob.status)
+
+
+def _temperature_hint(temperature: float | None) -> str:
+    """What a conic failure says about the temperature: the program's data scale as 1 / temperature."""
+    if temperature is None:
+        return ""
+    return (f" (temperature={temperature:g}: the program's entries are G / temperature, up to {1 / temperature:.3g} in "
+            "size; if the temperature is small, try a larger one, another solver, or the first-order method)")
 
 
 class GramProgram:
@@ -65,7 +75,7 @@ class GramProgram:
         self.lo = np.asarray(lo, dtype=np.float64)
         self.hi = np.asarray(hi, dtype=np.float64)
         self.nonneg = bool(nonneg)
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)  # in [TEMPERATURE_MIN, inf): ufm.solvers.objective
         self.relu = bool(relu)
         self.counts = np.asarray(counts)
 
@@ -274,7 +284,7 @@ def solve_program(program: GramProgram, first, candidates, *, tol: float, polish
     if chosen is None:
         summary = "; ".join(f"{nm}: f={c.objective:.15g}, own gap={c.gap:.3g}, feasible={c.feasibility.feasible}, "
                             f"min_eig={c.feasibility.min_eig:.3g}" for nm, _, c in evals)
-        raise SolverError(f"{program.kind} program (relu={program.relu}, tau={program.temperature}) was not certified "
+        raise SolverError(f"{program.kind} program (relu={program.relu}, temperature={program.temperature}) was not certified "
                           f"to tol={tol}: best lower bound on f* {lower:.15g}; candidates: {summary}; "
                           f"solver status {status}")
     name, x, cert = chosen

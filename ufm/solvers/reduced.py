@@ -38,6 +38,7 @@ import time
 import numpy as np
 from scipy.special import logsumexp
 
+from ufm._checks import check_positive
 from ufm.solvers.certificate import Certificate, SolverError, _numerical_ranks, bm_refine
 from ufm.solvers.pipeline import GramProgram, SolveResult, certify, project_to_bounds, solve_conic, solve_program
 
@@ -73,13 +74,6 @@ def _check_counts(counts) -> np.ndarray:
     return arr
 
 
-def _check_temperature(temperature) -> float:
-    t = float(temperature)
-    if not (np.isfinite(t) and t > 0):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
-    return t
-
-
 def class_gram_bounds(counts, relu: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Diagonal bounds (lo, hi) of the class-mean Gram: hi = 1; lo = 1/n_c with ReLU, else 0 (PSD);
     lo = hi = 1 for a singleton class."""
@@ -100,7 +94,7 @@ def reduced_objective(class_gram, counts, temperature: float = 0.1, grad: bool =
     A_cd = (D_cd + D_dc)/2 (c != d), A_cc = D_cc n_c/(n_c - 1) (0 for a singleton).
     """
     n = _check_counts(counts)
-    tau = _check_temperature(temperature)
+    tau = check_positive(temperature, "temperature")
     kmat = np.asarray(class_gram, dtype=np.float64)
     k = n.size
     if kmat.shape != (k, k):
@@ -176,7 +170,7 @@ class ReducedProgram(GramProgram):
     def __init__(self, counts, temperature: float, relu: bool):
         n = _check_counts(counts)
         lo, hi = class_gram_bounds(n, relu)
-        super().__init__(lo, hi, relu, _check_temperature(temperature), relu, n)
+        super().__init__(lo, hi, relu, temperature, relu, n)  # GramProgram checks the temperature
         single = n == 1
         self.unread = np.triu(single[:, None] & single[None, :], 1)  # K_cd of two singletons: no anchor reads it
 
@@ -272,7 +266,7 @@ def _solve_ip(n, tau, relu, solver, pins=None, verbose=False, **opts):
         if zi.size:
             cons.append(kv[zi[:, 0], zi[:, 1]] == 0)
     prob = cp.Problem(cp.Minimize(obj), cons)
-    status = solve_conic(prob, solver, f"the reduced program (k={k})", verbose, **opts)
+    status = solve_conic(prob, solver, f"the reduced program (k={k})", verbose, temperature=tau, **opts)
     kval = np.asarray(kv.value, dtype=np.float64)
     return (kval + kval.T) / 2, status
 
@@ -327,7 +321,8 @@ def _solve_ip_groups(n, tau, relu, solver, verbose=False, **opts):
     ia = np.flatnonzero(anc)
     obj = obj - (w[ia] / tau) @ a[ia]
     prob = cp.Problem(cp.Minimize(obj), cons)
-    status = solve_conic(prob, solver, f"the class-symmetric reduced program ({m} distinct counts)", verbose, **opts)
+    status = solve_conic(prob, solver, f"the class-symmetric reduced program ({m} distinct counts)", verbose,
+                         temperature=tau, **opts)
     qval = np.asarray(qv.value, dtype=np.float64)
     qval = (qval + qval.T) / 2
     tval = np.where(multi, np.maximum(np.asarray(t.value, dtype=np.float64), 0.0), 0.0)
@@ -459,7 +454,9 @@ def solve_reduced(counts, temperature: float = 0.1, relu: bool = True, tol: floa
     (``ufm.solvers.verdict``). Returns a :class:`~ufm.solvers.pipeline.SolveResult`: ``certificate`` (the
     objective), ``geometry`` (the verdict), ``gram_class`` (K returned), ``within`` (a_c), ``across`` (b),
     ``gram`` only with ``full_gram=True`` (refused above ``max_full_n`` samples). Raises
-    :class:`SolverError` when no candidate is certified to ``tol * max(1, |f|)``.
+    :class:`SolverError` when no candidate is certified to ``tol * max(1, |f|)`` (its message names the
+    temperature); TypeError / ValueError naming ``temperature`` outside ``[TEMPERATURE_MIN, inf)`` = ``[1e-6, inf)``
+    (``ufm.solvers.objective``: below it float64 cannot resolve ``K / temperature`` to the tolerance).
 
     symmetry: when several classes have the same count, solve the smaller program over the distinct counts
         (``_solve_ip_groups``; exact by the same averaging argument) and expand it to k x k.

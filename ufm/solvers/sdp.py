@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from ufm._checks import as_label_array
 from ufm.geometry import orthogonal_frame_gram
 from ufm.solvers.certificate import Certificate, SolverError, _numerical_ranks, bm_refine, class_mean_gram
-from ufm.solvers.objective import normalize_batching, scl_gram_objective
+from ufm.solvers.objective import check_has_anchor, check_temperature, normalize_batching, scl_gram_objective
 from ufm.solvers.pipeline import GramProgram, SolveResult, certify, project_to_bounds, solve_conic, solve_program
 
 __all__ = ["SampleGramProgram", "solve_sdp", "sdp_memory_estimate", "certify_gram", "read_components"]
@@ -348,7 +348,7 @@ def _interior_point(program, n, solver, max_memory, verbose, opts):
             f"over the budget of {budget / 2**30:.1f} GiB: use method='low-rank' (any n), or for one full batch "
             "ufm.solvers.solve_reduced(counts)")
     prob, gvar = _build_problem(n, rows_by_m, wpos, program.temperature, program.relu)
-    status = solve_conic(prob, solver, f"the n={n} SDP", verbose, **opts)
+    status = solve_conic(prob, solver, f"the n={n} SDP", verbose, temperature=program.temperature, **opts)
     g0 = np.asarray(gvar.value, dtype=np.float64)
     return (g0 + g0.T) / 2, status, need
 
@@ -370,24 +370,22 @@ def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True,
     Returns a :class:`~ufm.solvers.pipeline.SolveResult`: ``certificate`` (the objective: gap, lower bound),
     ``geometry`` (the verdict: ``exact``, ``not unique`` with the range of ``delta_of`` over exhibited
     minimisers, or ``unresolved``), ``gram``, ``gram_class``. Raises :class:`SolverError` when no
-    candidate is certified to ``tol * max(1, |f|)``.
+    candidate is certified to ``tol * max(1, |f|)`` (its message names the temperature); TypeError /
+    ValueError naming ``temperature`` outside ``[TEMPERATURE_MIN, inf)`` = ``[1e-6, inf)``
+    (``ufm.solvers.objective``), and ValueError for a batching in which no batch has an anchor.
     """
     t0 = time.perf_counter()
     y = as_label_array(labels)
     n = y.size
     if n < 2:
         raise ValueError(f"the SDP needs at least two samples, got {n}")
-    tau = float(temperature)
-    if not (np.isfinite(tau) and tau > 0):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
+    tau = check_temperature(temperature)
     if not (np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be positive, got {tol}")
     if method not in ("auto", "interior", "low-rank"):
         raise ValueError(f"method must be 'auto', 'interior' or 'low-rank', got {method!r}")
     program = SampleGramProgram(y, batches, tau, relu)
-    if _structure_is_empty(y, program.batches):
-        raise ValueError("no batch has an anchor (a sample with a same-class partner in its batch): "
-                         "the objective is identically zero")
+    check_has_anchor(y, program.batches)
     if method == "interior" and n > max_n:
         raise ValueError(
             f"n={n} samples exceeds max_n={max_n} for the interior-point n x n SDP (its memory grows like n^4): use "
@@ -413,10 +411,6 @@ def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True,
         status=status, seconds=time.perf_counter() - t0, solver=solver if status != "low-rank" else "L-BFGS",
         method="sdp", counts=program.counts, temperature=tau, relu=relu,
         polished=not name.startswith("interior_point"), info=info)
-
-
-def _structure_is_empty(y, batches) -> bool:
-    return not any(np.any(np.bincount(y[b])[y[b]] >= 2) for b in batches if b.size)
 
 
 def _low_rank(program: SampleGramProgram, rank, seed, steps):

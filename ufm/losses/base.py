@@ -122,6 +122,23 @@ def direction_floor(grad_bound: float, dtype: torch.dtype, at_least: float = 0.0
     return max(float(at_least), 4.0 * float(grad_bound) / top)
 
 
+def lift_small_rows(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """Rows with ``0 < ||z|| < eps`` rescaled to norm ``eps`` in value, the identity in the backward pass.
+
+    For a loss that normalises inside code it does not own (a library): its value, which depends on the
+    direction only, is unchanged (to rounding), and the gradient it returns for such a row is the exact one
+    times ``||z|| / eps`` (same direction, at most ``C / eps``). Other rows are returned as they are.
+    """
+    if eps <= 0:
+        return z
+    norms = z.detach().norm(dim=1, keepdim=True)
+    small = (norms > 0) & (norms < eps)
+    if not bool(small.any()):
+        return z
+    factor = torch.where(small, eps / torch.where(small, norms, torch.ones_like(norms)), torch.ones_like(norms))
+    return z + (z.detach() * (factor - 1)).detach()
+
+
 def upcast_half(x: torch.Tensor) -> torch.Tensor:
     """float16 / bfloat16 -> float32; any other dtype unchanged (the same tensor)."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

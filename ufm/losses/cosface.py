@@ -8,6 +8,12 @@ optimiser), ``cos_ij = x_i . w_j / (||x_i|| ||w_j||)``, scale s and margin m:
 The formula is computed by ``pytorch_metric_learning.losses.CosFaceLoss`` (mean reduction); this file
 adds the harness contract, input checks and prediction by argmax_j cos_ij. Defaults s = 30, m = 0.35
 (AM-softmax's); the library's default scale is 64.
+
+Input: a zero feature raises (its cosine is undefined). Half precision: computed in float32 (autocast off);
+the gradient in x is ``dL/du / ||x||`` with ``||dL/du_i|| <= s sqrt(2k) / B``, beyond float16's range for
+small ``||x||``: rows below ``eps = 4 s sqrt(2k) / (B finfo(dtype).max)`` (about 0.01 at s = 30, k = 10,
+B = 6 in float16; about 1e-37 from bfloat16 on) enter the library at norm eps
+(:func:`ufm.losses.base.lift_small_rows`): same value, the gradient scaled by ``||x|| / eps``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ufm._checks import check_int, check_label_tensor, check_positive, check_real
-from ufm.losses.base import HarnessLoss, register_loss
+from ufm.losses.base import HarnessLoss, direction_floor, lift_small_rows, register_loss
 
 __all__ = ["CosFaceLoss"]
 
@@ -60,11 +66,13 @@ class CosFaceLoss(HarnessLoss):
             raise ValueError("features are empty (N = 0)")
         if not bool(torch.isfinite(features).all()):
             raise ValueError("features contain NaN or infinite values")
-        if bool((features.detach().pow(2).sum(1) == 0).any()):
+        x = features.float()  # (the zero test in float32: a float16 square underflows to 0)
+        if bool((x.detach().pow(2).sum(1) == 0).any()):
             raise ValueError("a feature vector is zero: its cosine is undefined")
         if labels is not None:
             labels = check_label_tensor(labels, features.shape[0], self.num_classes).to(features.device).long()
-        return features.float(), labels
+        bound = self.inner.scale * (2 * self.num_classes) ** 0.5 / features.shape[0]
+        return lift_small_rows(x, direction_floor(bound, features.dtype)), labels
 
     def forward(self, features: torch.Tensor, labels) -> torch.Tensor:
         x, y = self._check(features, labels)

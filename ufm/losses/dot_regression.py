@@ -7,6 +7,11 @@ The classifier is a fixed simplex ETF ``w_1..w_k`` (unit vectors, a buffer: neve
 
     L_DR = 1/B sum_i 1/2 ( w_{y_i} . h_i / ||h_i|| - 1 )^2 = 1/B sum_i 1/2 (1 - cos(h_i, w_{y_i}))^2
 
+Input: a zero feature raises (its cosine is undefined). Half precision: computed in float32 (autocast
+off); ``||dL/du_i|| <= 2 / B``, so the direction is ``h / max(||h||, eps)`` with
+``eps = max(1e-12, 8 / (B finfo(dtype).max))`` (:func:`ufm.losses.base.direction_floor`): unchanged from
+bfloat16 on, about 2e-5 at B = 6 in float16, where the gradient would otherwise overflow.
+
 Only the target class enters (no pull-away from the other classes, unlike cross-entropy): this is half
 of the cosine term of POD loss v1. Prediction: argmax_j cos(h, w_j).
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ufm.losses.base import HarnessLoss, register_loss
+from ufm.losses.base import HarnessLoss, direction_floor, register_loss
 from ufm.losses.pod import centroid_cosines, check_features, resolve_centroids
 
 __all__ = ["DotRegressionLoss"]
@@ -39,7 +44,8 @@ class DotRegressionLoss(HarnessLoss):
         x = features.float() if features.dtype in (torch.float16, torch.bfloat16) else features
         if bool((x.detach().pow(2).sum(1) == 0).any()):
             raise ValueError("a feature vector is zero: its cosine to the classifier is undefined")
-        cos = centroid_cosines(x, self.centroids).gather(1, labels[:, None]).squeeze(1)
+        eps = direction_floor(2.0 / x.shape[0], features.dtype, 1e-12)
+        cos = centroid_cosines(x, self.centroids, eps).gather(1, labels[:, None]).squeeze(1)
         return 0.5 * (1 - cos).pow(2).mean()
 
     def harness_predict(self, out, model) -> torch.Tensor:

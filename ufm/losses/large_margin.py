@@ -27,6 +27,11 @@ of an epoch, with ``steps_per_epoch``) sets ``m`` from that rule instead of ``mo
 Ablations: ``"full"`` uses the momentum centre also in the margin term (``M_k = c_k``); ``"none"``
 uses no momentum anywhere (``c_k = mu_k``). The harness objective is ``CE(logits) + lam * L_dis``.
 
+Precision: half-precision features (float16 / bfloat16) are computed in float32 and the loss returned in
+float32 (autocast off), as torch's own losses do under autocast: in float16 ``||f - c||^2`` overflows once
+``||f - c||`` exceeds 256 and the margin's dot products lose digits. float32 and float64 input are computed
+in their own dtype, exactly as before.
+
 Gradients of every term (derived in theory/large-margin.md, section 2) are implemented
 independently of autograd in :func:`large_margin_reference` for the tests.
 """
@@ -39,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ufm._checks import as_feature_array, as_label_array, check_choice, check_int, check_label_tensor, check_real
-from ufm.losses.base import HarnessLoss, register_loss
+from ufm.losses.base import HarnessLoss, register_loss, upcast_half
 
 __all__ = ["LargeMarginDiscriminativeLoss", "large_margin_reference", "momentum_for_memory", "MOMENTUM_MODES",
            "AUTHORS_MEMORY_EPOCHS"]
@@ -175,7 +180,7 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
         """The three terms (differentiable) and the centres used; updates the buffers when
         ``update`` (default: ``self.training``)."""
         y, w, b = self._check(features, labels, classifier)
-        f = features
+        f = upcast_half(features)  # float16 squares overflow at 256 (module docstring)
         present, inv, counts = torch.unique(y, return_inverse=True, return_counts=True)
         kb = present.numel()
         cnt = counts.to(f.dtype)
@@ -233,7 +238,7 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
         feats = out.features
         if feats.dim() != 2:
             raise ValueError(f"the large-margin loss takes one view: features of shape (N, d), got {tuple(feats.shape)}")
-        ce = F.cross_entropy(out.logits, labels)
+        ce = F.cross_entropy(upcast_half(out.logits), labels)
         if self.lam == 0:
             return ce
         return ce + self.lam * self(feats, labels, model.classifier)

@@ -18,6 +18,12 @@ used torch's default mean over the B x d entries. ``sum`` is the default here. S
 the start) the mean is about ``2/512 = 0.0039`` against about 7.3 for L_AM: with the mean the term hardly
 acts and the loss is AM-softmax on fixed centroids; with the sum it is about 256 and dominates.
 
+Input: a zero (normalised) feature raises. Half precision: computed in float32 (autocast off); the
+direction is ``z / max(||z||, eps)`` with ``eps = max(1e-12, 4 C / finfo(dtype).max)``,
+``C = (s sqrt(2k) / B + 4 mse_weight mse_power max(1, 4B)^(mse_power - 1)) / sqrt(1e-5)`` (a bound on the
+gradient in the direction, times the largest gain 1/sqrt(var + 1e-5) of the batch normalisation):
+unchanged from bfloat16 on; in float16 it keeps the gradient of a nearly constant batch finite.
+
 The centroids and the BatchNorm running statistics are buffers. Prediction: argmax_j cos_ij with the
 running statistics (BatchNorm in inference form, whatever the module's mode).
 """
@@ -29,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ufm._checks import check_choice, check_positive, check_real
-from ufm.losses.base import HarnessLoss, register_loss
+from ufm.losses.base import HarnessLoss, direction_floor, register_loss, unit_or_zero
 from ufm.losses.pod import check_features, resolve_centroids
 
 __all__ = ["PEDCCLoss", "MSE_REDUCTIONS", "pedcc_mse"]
@@ -83,6 +89,10 @@ class PEDCCLoss(HarnessLoss):
     def normalised(self, features: torch.Tensor, update: bool) -> torch.Tensor:
         """``z = BN(x) / ||BN(x)||``; batch statistics (and a running-statistics update) when ``update``."""
         x = features.float()
+        b, k = x.shape[0], self.centroids.shape[0]
+        bound = (self.scale * (2 * k) ** 0.5 / b
+                 + 4 * self.mse_weight * self.mse_power * max(1.0, 4.0 * b) ** max(self.mse_power - 1, 0.0))
+        eps = direction_floor(bound / (1e-5 ** 0.5 if self.feature_batchnorm else 1.0), features.dtype, 1e-12)
         if self.feature_batchnorm:
             if update and x.shape[0] < 2:
                 raise ValueError("BatchNorm of the features needs a batch of at least 2 samples")
@@ -90,7 +100,7 @@ class PEDCCLoss(HarnessLoss):
                              momentum=self.bn_momentum, eps=1e-5)
         if bool((x.detach().pow(2).sum(1) == 0).any()):
             raise ValueError("a (normalised) feature vector is zero: its direction is undefined")
-        return F.normalize(x, dim=1)
+        return unit_or_zero(x, eps)
 
     def forward(self, features: torch.Tensor, labels) -> torch.Tensor:
         features, labels = check_features(features, labels, self.centroids)

@@ -6,11 +6,22 @@ and a batch of B samples:
 
     L_NaC = 1/B sum_i ( 1 - x_i . u_{y_i} / sqrt(||x_i||^2 + Delta^2) )^2          (norm-adaptive cosine)
     r_i   = x_i / ||x_i|| - u_{y_i},   Sigma = R^T R / (B - 1)   (d x d, not mean-centred)
-    L_SC  = ( ||Sigma||_F^2 - ||diag Sigma||_2^2 ) / (d - 1)                          (decorrelation)
+    L_SC  = ( ||Sigma||_F^2 - ||diag Sigma||_2^2 ) / (d - 1)                          (decorrelation; 0 when d = 1)
     L     = L_NaC + decorrelation_weight * L_SC
 
 Convention: a zero feature (possible after a final ReLU) has direction 0 in the decorrelation term
-(residual ``-u_y``) and cosine term ``(1 - 0)^2 = 1``; value and gradient stay finite.
+(residual ``-u_y``) and cosine term ``(1 - 0)^2 = 1``, and no gradient flows through its direction
+(the direction is not differentiable at 0; 0 is the subgradient taken). Its gradient is the cosine term's
+alone, ``d/dx_i (1 - x_i.u / sqrt(||x_i||^2 + Delta^2))^2 / B = -2 u_{y_i} / (B Delta)`` at ``x_i = 0``:
+norm exactly ``2 / (B Delta)``. (Dividing by ``max(||x||, 1e-12)`` instead, as F.normalize does, gave
+gradients of order 1e10 there.)
+
+Small features: the direction ``x / max(||x||, eps)`` has gradient ``1 / ||x||``; with
+``||dL_SC/dr_i|| <= 32 B / ((B - 1)^2 (d - 1))`` (``dL_SC/dr_i = 4 (G - diag G) r_i / ((B-1)^2 (d-1))``,
+``G = R^T R``, ``||G||_2 <= tr G <= 4B``, ``||r_i|| <= 2``) times ``decorrelation_weight``, ``eps`` is
+``max(1e-12, 4 C / finfo(dtype).max)`` (:func:`ufm.losses.base.direction_floor`): 1e-12 from bfloat16 on
+(float32 and float64 results unchanged), about 4e-5 at B = 6, d = 8 in float16, so that the gradient
+stays within the input's dtype. Half-precision input is computed in float32, and autocast is off.
 
 ``x . u / sqrt(||x||^2 + Delta^2)`` is the cosine between ``(x, Delta)`` and ``(u, 0)`` in R^{d+1}: it
 is below the cosine of x and u, the more so the smaller ||x||, so the term keeps pushing norms up.
@@ -33,7 +44,7 @@ import torch.nn.functional as F
 
 from ufm._checks import check_int, check_label_tensor, check_positive, check_real
 from ufm.geometry.pedcc import pedcc
-from ufm.losses.base import HarnessLoss, register_loss
+from ufm.losses.base import HarnessLoss, direction_floor, register_loss, unit_or_zero
 
 __all__ = ["PODLoss", "pod_terms", "pod_term_gradient_norms", "pod_optimal_norm", "check_centroids", "check_features",
            "resolve_centroids", "centroid_cosines"]
@@ -93,26 +104,41 @@ def check_features(features, labels, centroids: torch.Tensor, name: str = "featu
     return features, labels
 
 
-def centroid_cosines(features: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """(N, k) cosines between the features and the (unit) centroids; a zero feature has cosine 0."""
-    return F.normalize(features, dim=1) @ centroids.to(features.dtype).T
+def centroid_cosines(features: torch.Tensor, centroids: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """(N, k) cosines between the features and the (unit) centroids; a zero feature has cosine 0.
+
+    ``eps``: the floor of ``||x||`` in the direction ``x / max(||x||, eps)`` (1e-12: F.normalize's).
+    """
+    return unit_or_zero(features, eps) @ centroids.to(features.dtype).T
 
 
 # ----------------------------------------------------------------------------- the formulas
-def pod_terms(features: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, delta: float):
-    """``(L_NaC, L_SC)`` of the module docstring (no input checks: see :class:`PODLoss`)."""
+def pod_terms(features: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, delta: float,
+              eps: float = 1e-12):
+    """``(L_NaC, L_SC)`` of the module docstring (no input checks: see :class:`PODLoss`).
+
+    ``eps``: the floor of ``||x||`` in the direction ``x / max(||x||, eps)`` (module docstring); a zero
+    feature has direction 0 and passes no gradient through it.
+    """
     c = centroids.to(features.dtype)
     target = c[labels]  # (B, d)
     sq = features.pow(2).sum(1)
     dot = (features * target).sum(1)
     nac = (1 - dot / torch.sqrt(sq + delta**2)).pow(2).mean()
     b, d = features.shape
-    r = F.normalize(features, dim=1, eps=1e-12) - target  # a zero feature has direction 0 (residual -u_y)
+    r = unit_or_zero(features, eps) - target  # a zero feature has direction 0 (residual -u_y), no gradient
     diag = r.pow(2).sum(0)  # (B-1) * diag(Sigma)
     # ||R^T R||_F = ||R R^T||_F: use the smaller of the two Gram matrices
     gram = r @ r.T if b <= d else r.T @ r
+    if d == 1:  # Sigma is 1 x 1: no off-diagonal entry, nothing to decorrelate (not 0/0)
+        return nac, r.sum() * 0.0
     sc = (gram.pow(2).sum() - diag.pow(2).sum()) / ((b - 1) ** 2 * (d - 1))
     return nac, sc
+
+
+def decorrelation_gradient_bound(batch: int, dim: int) -> float:
+    """``32 B / ((B - 1)^2 (d - 1))``: a bound on ``||dL_SC / dr_i||`` (module docstring); 0 when d = 1."""
+    return 32.0 * batch / ((batch - 1) ** 2 * (dim - 1)) if dim > 1 and batch > 1 else 0.0
 
 
 def pod_term_gradient_norms(features: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor,
@@ -191,9 +217,10 @@ class PODLoss(HarnessLoss):
     def terms(self, features: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """Checked ``(L_NaC, L_SC)`` at the current Delta (also accumulates the schedule's mean)."""
         features, labels = check_features(features, labels, self.centroids)
+        b, d = features.shape
+        eps = direction_floor(self.decorrelation_weight * decorrelation_gradient_bound(b, d), features.dtype, 1e-12)
         if features.dtype in (torch.float16, torch.bfloat16):
             features = features.float()  # norms and (B-1)^2 (d-1) denominators need float32 at least
-        b = features.shape[0]
         if self.decorrelation_weight > 0 and b < 2:
             raise ValueError("the decorrelation term needs a batch of at least 2 samples (it divides by B - 1)")
         if self.training and torch.is_grad_enabled():
@@ -201,7 +228,7 @@ class PODLoss(HarnessLoss):
                 proj = (features.detach() @ self.centroids.to(features.dtype).T).norm(dim=1)
                 self._proj_sum += proj.double().sum()
                 self._proj_count += b
-        return pod_terms(features, labels, self.centroids, float(self.delta))
+        return pod_terms(features, labels, self.centroids, float(self.delta), eps)
 
     def forward(self, features: torch.Tensor, labels) -> torch.Tensor:
         nac, sc = self.terms(features, labels)

@@ -14,8 +14,12 @@ import torch
 from ufm.batching import epoch_batcher
 from ufm.device import default_device
 from ufm.geometry import ClassMoments, pedcc
+from ufm.losses import SupConLoss
 from ufm.solvers import (
     TEMPERATURE_MIN,
+    large_margin_ufm_run,
+    solve_ce_ufm,
+    train_free_features,
     SolverError,
     certify_class_gram,
     certify_gram,
@@ -106,6 +110,21 @@ CASES += [
     pytest.param(lambda: solve_gd(np.array([0.5, 1.0, 1.0]), 4), ValueError, r"labels must be integers", id="gd-labels-float"),
     pytest.param(lambda: scl_feature_objective(torch.full((12, 4), float("nan"), dtype=torch.float64), Y), ValueError,
                  r"features contain NaN", id="feature-objective-nan"),
+    pytest.param(lambda: solve_ce_ufm(Y, dim=-1), ValueError, r"dim must be an integer >= 1, got -1", id="ce-ufm-dim"),
+    pytest.param(lambda: solve_ce_ufm(Y, max_iter=0), ValueError, r"max_iter must be an integer >= 1, got 0",
+                 id="ce-ufm-max-iter-0"),
+    pytest.param(lambda: solve_ce_ufm(Y, weight_decay="a"), ValueError, r"weight_decay must be a positive .*got 'a'",
+                 id="ce-ufm-weight-decay-str"),
+    pytest.param(lambda: train_free_features(SupConLoss(), Y, -2), ValueError, r"dim must be an integer >= 1, got -2",
+                 id="free-features-dim"),
+    pytest.param(lambda: train_free_features(SupConLoss(), Y, 4, steps="10"), TypeError, r"steps must be an integer, got '10'",
+                 id="free-features-steps-str"),
+    pytest.param(lambda: train_free_features(SupConLoss(), Y, 4, lr=float("nan")), ValueError, r"lr must be positive.*got nan",
+                 id="free-features-lr-nan"),
+    pytest.param(lambda: train_free_features(SupConLoss(), Y, 4, device="gpu"), ValueError, r"device must be one of .*'gpu'",
+                 id="free-features-device"),
+    pytest.param(lambda: large_margin_ufm_run(0.5, 1.5, per_class=-1), ValueError, r"per_class must be an integer >= 1, got -1",
+                 id="large-margin-ufm-per-class"),
     pytest.param(lambda: scl_gram_objective(np.eye(11), Y), ValueError, r"gram must be \(12, 12\) for 12 labels, got \(11, 11\)",
                  id="gram-objective-shape"),
 ]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ufm._checks import as_label_array
+from ufm._checks import as_label_array, check_int
 
 __all__ = ["CEUFMResult", "solve_ce_ufm"]
 
@@ -60,7 +60,8 @@ def solve_ce_ufm(labels, weight_decay: float = 1e-3, dim: int | None = None, see
         raise ValueError(f"labels must cover every class 0..{k - 1}, counts {np.bincount(y, minlength=k).tolist()}")
     if not (isinstance(weight_decay, (int, float)) and np.isfinite(weight_decay) and weight_decay > 0):
         raise ValueError(f"weight_decay must be a positive finite number, got {weight_decay!r}")
-    d = k + 4 if dim is None else int(dim)
+    max_iter = check_int(max_iter, "max_iter", low=1)  # 0 would return the random start as the answer
+    d = k + 4 if dim is None else check_int(dim, "dim", low=1)
     weights = torch.as_tensor(np.bincount(y, minlength=k) / y.size)  # (k,) n_c / n
     gen = torch.Generator().manual_seed(seed)
     Hc = (0.1 * torch.randn(k, d, generator=gen, dtype=torch.float64)).requires_grad_(True)  # (k, d)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ufm._checks import as_label_array
+from ufm._checks import as_label_array, check_int, check_positive
 from ufm.device import default_device
 from ufm.geometry import delta_etf, delta_of, nc_metrics
 from ufm.losses.base import ModelOutput
@@ -121,10 +121,10 @@ def train_free_features(
     y = as_label_array(labels, num_classes=num_classes)
     n = y.size
     k = num_classes if num_classes is not None else int(y.max()) + 1
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+    dim, steps = check_int(dim, "dim", low=1), check_int(steps, "steps", low=1)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", low=1)
+    lr = check_positive(lr, "lr")
     dev = default_device(device)
     model = FreeFeatures(n, dim, k, relu=relu, bias=bias, init_scale=init_scale, seed=seed, dtype=dtype).to(dev)
     loss = loss.to(dev)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ufm._checks import check_int
 from ufm.geometry.margins import boundary_distances
 from ufm.losses.large_margin import LargeMarginDiscriminativeLoss
 from ufm.solvers.free_features import train_free_features
@@ -73,6 +74,7 @@ def large_margin_ufm_run(delta_v: float, delta_d: float, lam: float = 1.0, gamma
     ``train_acc``, ``feature_norm`` (mean ||f_i||), ``centre_norm`` (mean ||c_k||), final loss terms
     and the training ``history``. ``lam = 0`` is cross-entropy alone.
     """
+    num_classes, per_class = check_int(num_classes, "num_classes", low=2), check_int(per_class, "per_class", low=1)
     labels = np.repeat(np.arange(num_classes), per_class)
     loss = LargeMarginDiscriminativeLoss(num_classes, dim, alpha=alpha, beta=beta, gamma=gamma, delta_v=delta_v,
                                          delta_d=delta_d, momentum=momentum, lam=lam, momentum_mode=momentum_mode)

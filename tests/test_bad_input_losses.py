@@ -167,3 +167,75 @@ CALL_CASES = [
 def test_bad_call(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ------------------------------------------------------------------------------------------- conventions
+# Degenerate input with a meaningful answer: the number (theory/degenerate-input.md gives the table).
+def test_supcon_one_zero_embedding_has_term_log_m_minus_1_and_no_gradient():
+    from ufm.losses.supcon import supcon_per_anchor
+
+    z = torch.randn(6, 4).relu() + 0.1
+    z[2] = 0.0  # a dead-unit sample after a final ReLU
+    z.requires_grad_(True)
+    terms, valid = supcon_per_anchor(z, Y6, 0.1)
+    assert bool(valid.all())
+    assert terms[2].item() == pytest.approx(math.log(5), rel=1e-6)  # m = 6: log(m - 1)
+    SupConLoss(0.1)(z, Y6).backward()
+    assert torch.equal(z.grad[2], torch.zeros(4))  # no gradient through its normalisation
+    assert bool(torch.isfinite(z.grad).all()) and z.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("views", [1, 2])
+def test_supcon_all_zero_batch_is_log_m_minus_1(dtype, views):
+    m = 6 * views
+    shape = (6, views, 4) if views > 1 else (6, 4)
+    z = torch.zeros(shape, dtype=dtype, requires_grad=True)
+    loss = SupConLoss(0.1)
+    value = loss(z, Y6)
+    assert value.item() == pytest.approx(math.log(m - 1), rel=1e-6)
+    value.backward()
+    assert torch.equal(z.grad, torch.zeros_like(z))
+
+
+def test_supcon_counts_zero_embeddings_in_the_epoch_metrics():
+    loss = SupConLoss(0.1).train()
+    loss.on_epoch_start(0)
+    a = torch.rand(6, 2, 4) + 0.1
+    a[0, 1] = 0.0  # one view of one sample dead: 1 of 12 embeddings
+    b = torch.rand(3, 2, 4) + 0.1
+    b[:, 0] = 0.0  # 3 of 6 embeddings
+    loss(a, Y6)
+    loss(b, torch.tensor([0, 0, 1]))
+    row = loss.on_epoch_end(0, {})
+    assert row["zero_embeddings"] == pytest.approx((1 + 3) / (12 + 6), rel=1e-12)  # a mean over embeddings
+    loss.eval()
+    loss(torch.zeros(6, 4), Y6)  # evaluation is not counted
+    assert loss.on_epoch_end(0, {})["zero_embeddings"] == pytest.approx(4 / 18, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("rows", ["one", "all"])
+def test_pod_zero_feature_gradient_is_the_cosine_term_alone(dtype, rows):
+    """Issue 15: 5e9 (float32, bfloat16), 1.5e10 for one zero row, inf in float16; now -2 u_y / (B Delta)."""
+    loss = PODLoss(num_classes=3, dim=4, delta=0.05)
+    x = torch.randn(6, 4)
+    x[0] = 0.0
+    if rows == "all":
+        x.zero_()
+    x = x.to(dtype).requires_grad_(True)
+    value = loss(x, Y6)
+    value.backward()
+    assert math.isfinite(value.item())
+    expected = -2 * loss.centroids[0] / (6 * 0.05)  # norm 2 / (B Delta) = 6.67
+    tol = 1e-6 if dtype in (torch.float32, torch.float64) else 2e-2
+    torch.testing.assert_close(x.grad[0].double(), expected, rtol=tol, atol=tol)
+    if rows == "all":  # every row: the bound 2 / (B Delta) holds for the whole gradient
+        assert float(x.grad.double().norm(dim=1).max()) <= 2 / (6 * 0.05) * (1 + tol)
+
+
+def test_pod_one_dimensional_features_have_no_decorrelation_term():
+    loss = PODLoss(num_classes=2, dim=1)
+    x = torch.tensor([[1.0], [2.0], [-1.0], [-0.5]])
+    nac, sc = loss.terms(x, torch.tensor([0, 0, 1, 1]))
+    assert sc.item() == 0.0 and math.isfinite(nac.item())

@@ -20,7 +20,7 @@ Small features: the direction ``x / max(||x||, eps)`` has gradient ``1 / ||x||``
 ``||dL_SC/dr_i|| <= 32 B / ((B - 1)^2 (d - 1))`` (``dL_SC/dr_i = 4 (G - diag G) r_i / ((B-1)^2 (d-1))``,
 ``G = R^T R``, ``||G||_2 <= tr G <= 4B``, ``||r_i|| <= 2``) times ``decorrelation_weight``, ``eps`` is
 ``max(1e-12, 4 C / finfo(dtype).max)`` (:func:`ufm.losses.base.direction_floor`): 1e-12 from bfloat16 on
-(float32 and float64 results unchanged), about 4e-5 at B = 6, d = 8 in float16, so that the gradient
+(float32 and float64 results unchanged), about 7e-5 at B = 6, d = 8 in float16, so that the gradient
 stays within the input's dtype. Half-precision input is computed in float32, and autocast is off.
 
 ``x . u / sqrt(||x||^2 + Delta^2)`` is the cosine between ``(x, Delta)`` and ``(u, 0)`` in R^{d+1}: it

@@ -20,12 +20,13 @@ embeddings has loss exactly ``log(m - 1)`` (every cosine is 0, every softmax uni
 Half precision: the loss is computed in float32 whatever the input dtype (autocast off). The gradient in z
 is ``(I - u u^T) dL/du / ||z||`` (the loss depends on z only through its direction u), with
 ``||dL/du_j|| <= (1 + 3/|A|) / tau <= 2.5 / tau`` (|A| >= 2 anchors with a positive; times
-``tau / base_temperature`` with a base). Below ``||z|| = eps = 4 / (tau_eff finfo(dtype).max)`` this would
-overflow the input's dtype, so rows are divided by ``max(||z||, eps)`` (:func:`ufm.losses.base.unit_or_zero`):
-``eps = 6.1e-4`` at tau = 0.1 in float16 (a float16 row of that norm in d >= 64 dimensions has subnormal
-entries, whose direction is resolved to a few bits anyway), about ``1e-37`` in bfloat16 / float32 (no
-change for any other input). Inside that ball the row enters as ``z / eps``, shorter than 1, meeting the zero
-embedding's convention continuously; the gradient stays below a quarter of the dtype's range.
+``tau / base_temperature`` with a base). Below ``||z|| = eps = 4 C / finfo(dtype).max`` with ``C = 2.5 / tau_eff``
+this would overflow the input's dtype, so rows are divided by ``max(||z||, eps)``
+(:func:`ufm.losses.base.unit_or_zero`) and the gradient is at most ``finfo(dtype).max / 4``: in float16
+``eps = 1.5e-3`` at tau = 0.1 (``1.5e-4 / tau``; a float16 row of that norm in a few hundred dimensions
+has entries near float16's smallest normal number 6.1e-5, resolved to a few bits anyway), about
+``1e-37 / tau`` in bfloat16 / float32 (no change for any other input). Inside that ball the row enters as
+``z / eps``, shorter than 1, meeting the zero embedding's convention continuously.
 
 Input: an empty batch raises (the mean over anchors of no sample is not a number the harness should
 average), as every loss of the package does; so does a tensor on the meta device.

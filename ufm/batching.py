@@ -49,7 +49,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from ufm._checks import as_label_array
+from ufm._checks import as_label_array, check_int
 
 __all__ = [
     "full_batch",
@@ -82,10 +82,18 @@ def _check_batch_size(batch_size) -> int:
     return int(batch_size)
 
 
-def _check_seed(seed) -> int:
+def _check_seed(seed, name: str = "seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ValueError(f"{name} must be a non-negative integer, got {seed!r}")
     return int(seed)
+
+
+def _check_batch_list(batches) -> None:
+    """A batching is a list (or other sequence) of index arrays, not one array, nor None / a number."""
+    if isinstance(batches, np.ndarray) and batches.ndim == 1:
+        raise ValueError("batches must be a list of index arrays (one per batch), got a single 1-D array")
+    if batches is None or isinstance(batches, (str, bytes, int, float)) or not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches must be a list of index arrays (one per batch), got {batches!r}")
 
 
 def _index_array(b, n: int, what: str) -> np.ndarray:
@@ -106,8 +114,7 @@ def _index_array(b, n: int, what: str) -> np.ndarray:
 def _batches(batches, n: int) -> list[np.ndarray]:
     if batches is None:
         return [np.arange(n, dtype=np.int64)]
-    if isinstance(batches, np.ndarray) and batches.ndim == 1:
-        raise ValueError("batches must be a list of index arrays (one per batch), got a single 1-D array")
+    _check_batch_list(batches)
     out = [_index_array(b, n, f"batch {t}") for t, b in enumerate(batches)]
     if not out:
         raise ValueError("the batching is empty")
@@ -125,7 +132,7 @@ def full_batch(n: int) -> list[np.ndarray]:
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of epoch ``epoch`` derived from one run seed (``numpy.random.SeedSequence([seed, epoch])``):
     reproducible, and statistically independent across epochs."""
-    seed, epoch = _check_seed(seed), _check_seed(epoch)
+    seed, epoch = _check_seed(seed), _check_seed(epoch, "epoch")
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
 
 
@@ -151,6 +158,8 @@ def binding_examples(labels, seed: int, num_classes: int | None = None) -> np.nd
     Returns the indices ordered by class (entry ``c`` is a sample of class ``c``). Classes are
     ``0..k-1`` with ``k = num_classes`` or ``max(labels) + 1``; a class with no sample is an error.
     """
+    if num_classes is not None:
+        num_classes = check_int(num_classes, "num_classes", low=1)
     y = as_label_array(labels, num_classes=num_classes)
     if y.size == 0:
         raise ValueError("labels is empty: there is no example to bind")
@@ -175,8 +184,7 @@ def bind(batches, binding, n: int | None = None) -> list[np.ndarray]:
     bnd = _index_array(binding, n, "binding")
     if bnd.size == 0:
         raise ValueError("binding is empty")
-    if isinstance(batches, np.ndarray) and batches.ndim == 1:
-        raise ValueError("batches must be a list of index arrays (one per batch), got a single 1-D array")
+    _check_batch_list(batches)
     out = []
     for t, b in enumerate(batches):
         b = _index_array(b, n, f"batch {t}")
@@ -243,6 +251,8 @@ def _resolve_binding(y: np.ndarray, binding, seed: int) -> np.ndarray | None:
         return None
     if binding is True:
         return binding_examples(y, seed)
+    if isinstance(binding, (str, bytes, float)) or np.ndim(binding) == 0:
+        raise TypeError(f"binding must be True, False or an array of sample indices, got {binding!r}")
     return _index_array(binding, y.size, "binding")
 
 
@@ -272,7 +282,7 @@ class BindingBatchSampler:
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = _check_seed(epoch)
+        self.epoch = _check_seed(epoch, "epoch")
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         """The batches of epoch ``epoch`` as index arrays (does not change the current epoch)."""
@@ -321,6 +331,7 @@ def batch_graph(labels, batches, refined: bool = True, max_entries: int = 4_000_
     y = _labels(labels)
     n = y.size
     bl = _batches(batches, n)
+    max_entries = check_int(max_entries, "max_entries", low=1)
     acc = sp.csr_matrix((n, n), dtype=np.int32)
     rows, cols, size = [], [], 0
 

@@ -20,12 +20,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ufm._checks import check_int
+
 __all__ = ["BatchAugment", "random_crop", "random_flip"]
 
 
 def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``pad`` and crop back at per-sample random offsets; x is (B, C, L) or (B, C, H, W)."""
-    if pad <= 0:
+    """Zero-pad by ``pad`` and crop back at per-sample random offsets; x is (B, C, L) or (B, C, H, W).
+
+    ``pad`` is an integer >= 0 (0: ``x`` unchanged); TypeError / ValueError otherwise.
+    """
+    if check_int(pad, "pad", low=0) == 0:
         return x
     b, nd = x.shape[0], x.dim() - 2
     if nd not in (1, 2):
@@ -42,7 +47,9 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Reverse the last axis of each sample with probability 1/2."""
+    """Reverse the last axis of each sample with probability 1/2; ``x`` is a batch (B, ...) with B >= 0."""
+    if x.dim() < 2:
+        raise ValueError(f"random_flip takes a batch of samples (B, ...), got shape {tuple(x.shape)}")
     flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
     return torch.where(flip.view((-1,) + (1,) * (x.dim() - 1)), x.flip(-1), x)
 
@@ -58,10 +65,8 @@ class BatchAugment:
 
     def __init__(self, spec, enabled: bool = True, crop_pad: int | None = None, flip: bool | None = None):
         self.enabled = bool(enabled)
-        self.crop_pad = int(spec.crop_pad if crop_pad is None else crop_pad)
+        self.crop_pad = check_int(spec.crop_pad if crop_pad is None else crop_pad, "crop_pad", low=0)
         self.flip = bool(spec.flip if flip is None else flip)
-        if self.crop_pad < 0:
-            raise ValueError(f"crop_pad must be >= 0, got {self.crop_pad}")
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if not self.enabled:
@@ -73,8 +78,7 @@ class BatchAugment:
 
     def views(self, x: torch.Tensor, views: int, generator: torch.Generator) -> torch.Tensor:
         """``views`` augmented copies of the batch, stacked view-major: (views * B, ...)."""
-        if views < 1:
-            raise ValueError(f"views must be >= 1, got {views}")
+        views = check_int(views, "views", low=1)
         return torch.cat([self(x, generator) for _ in range(views)], dim=0)
 
     def __repr__(self) -> str:

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ufm._checks import as_label_array
+from ufm._checks import as_label_array, check_int, check_real
 
 __all__ = [
     "DataSpec",
@@ -128,8 +128,25 @@ class ArrayDataset(torch.utils.data.Dataset):
         return np.bincount(self.labels, minlength=self.num_classes)
 
     def subset(self, indices) -> "ArrayDataset":
-        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return ArrayDataset(self.x[idx], self.y[idx], self.spec, self.split)
+        """The samples ``indices`` (integers in ``[0, len(self))``, in that order; none gives an empty split).
+
+        Raises:
+            ValueError: indices that are not integers, not 1-D, or out of range (named with the first bad one).
+        """
+        return ArrayDataset(*self._take(indices), self.spec, self.split)
+
+    def _take(self, indices):
+        arr = np.asarray(indices)
+        if arr.ndim != 1:
+            raise ValueError(f"{self.spec.name}: subset indices must be a 1-D array, got shape {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{self.spec.name}: subset indices must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+        bad = arr[(arr < 0) | (arr >= len(self))]
+        if bad.size:
+            raise ValueError(f"{self.spec.name}: subset index {int(bad[0])} is outside [0, {len(self)})")
+        idx = torch.from_numpy(arr)
+        return self.x[idx], self.y[idx]
 
     def to_input(self, xb: torch.Tensor) -> torch.Tensor:
         """Stored values (B, C, ...) -> normalised float32 network input on ``xb``'s device."""
@@ -161,6 +178,15 @@ def register_dataset(spec: DataSpec) -> Callable[[Callable], Callable]:
 
 
 def get_spec(name: str) -> DataSpec:
+    """The :class:`DataSpec` of registered data set ``name``.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        ValueError: no data set of that name (the message lists the registered ones).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name must be a string, got {name!r} ({type(name).__name__}); "
+                        f"registered datasets: {sorted(DATASETS)}")
     try:
         return DATASETS[name][0]
     except KeyError:
@@ -168,19 +194,31 @@ def get_spec(name: str) -> DataSpec:
 
 
 def data_root(root=None) -> Path:
-    """The data root: ``root`` if given, else ``$UFM_DATA``, else ``./data`` (relative to the cwd)."""
+    """The data root: ``root`` if given, else ``$UFM_DATA``, else ``./data`` (relative to the cwd).
+
+    Raises:
+        TypeError: ``root`` is not a path (a string or ``os.PathLike``).
+    """
     if root is None or root == "":
         root = os.environ.get("UFM_DATA") or "data"
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root (the data folder) must be a path, got {root!r} ({type(root).__name__})")
     return Path(root).expanduser().resolve()
 
 
 def stratified_split(labels, fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (kept, held_out) with ``round(fraction * n_c)`` held-out samples of each class c
-    (at least one kept per class), chosen by a seeded permutation; both index arrays sorted."""
+    (at least one kept per class), chosen by a seeded permutation; both index arrays sorted.
+
+    Empty ``labels`` give two empty arrays (nothing to split).
+
+    Raises:
+        TypeError / ValueError: ``fraction`` not a number in [0, 1), ``seed`` not an integer >= 0, or
+            labels that are not non-negative integers (each named with its value).
+    """
     y = as_label_array(labels)
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"a split fraction must be in [0, 1), got {fraction}")
-    rng = np.random.default_rng(seed)
+    fraction = check_real(fraction, "fraction (the held-out share of each class)", low=0.0, high=1.0, high_open=True)
+    rng = np.random.default_rng(check_int(seed, "seed", low=0))
     held = []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
@@ -215,12 +253,16 @@ def load_dataset(
         val_fraction, split_seed: the validation split.
 
     Raises:
-        ValueError: unknown name or split, bad fraction.
-        DatasetNotFoundError: missing files (the message says where they were looked for and how to get them).
+        ValueError: unknown name or split, ``val_fraction`` outside [0, 1), ``split_seed`` < 0.
+        TypeError: a name, fraction or seed of the wrong type.
+        DatasetNotFoundError: missing or unreadable files (the message says where they were looked for and
+            how to get them).
     """
     spec = get_spec(name)
-    if split not in SPLITS:
+    if not isinstance(split, str) or split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    val_fraction = check_real(val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True)
+    split_seed = check_int(split_seed, "split_seed", low=0)
     if split == "val" and not val_fraction > 0:
         raise ValueError("split='val' needs val_fraction > 0 (the share of the training data held out)")
     loader = DATASETS[name][1]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ufm._checks import as_label_array
+from ufm._checks import as_label_array, check_int, check_real
 
 __all__ = [
     "IMBALANCE_KINDS",
@@ -32,14 +32,23 @@ IMBALANCE_KINDS = ("none", "step", "exp")
 
 
 def _check(n_per_class, ratio, k) -> tuple[int, float, int]:
-    if isinstance(k, bool) or int(k) != k or k < 2:
+    """(n_per_class, ratio, k) as (int >= 1, finite float >= 1, int >= 2); TypeError / ValueError naming each."""
+    k = check_int(k, "k (the number of classes)")
+    if k < 2:
         raise ValueError(f"imbalance needs an integer number of classes k >= 2, got {k}")
-    if isinstance(n_per_class, bool) or int(n_per_class) != n_per_class or n_per_class < 1:
-        raise ValueError(f"n_per_class must be a positive integer, got {n_per_class}")
-    ratio = float(ratio)
-    if not np.isfinite(ratio) or ratio < 1:
-        raise ValueError(f"the imbalance ratio R = n_max / n_min must be a finite number >= 1, got {ratio}")
-    return int(n_per_class), ratio, int(k)
+    n = check_int(n_per_class, "n_per_class", low=1)
+    ratio = check_real(ratio, "the imbalance ratio R = n_max / n_min", low=1.0)
+    return n, ratio, k
+
+
+def _check_counts(counts, allow_empty: bool = True) -> np.ndarray:
+    """Class counts as a 1-D int64 array of non-negative integers (non-empty unless ``allow_empty``)."""
+    c = np.asarray(counts)
+    if (c.ndim != 1 or (c.size and not np.issubdtype(c.dtype, np.integer)) or np.any(c < 0)
+            or (c.size == 0 and not allow_empty)):
+        raise ValueError(f"counts must be a {'' if allow_empty else 'non-empty '}1-D array of non-negative "
+                         f"integers (samples per class), got {counts!r}")
+    return c.astype(np.int64)
 
 
 def _floor_div(n: float, ratio: float) -> int:
@@ -82,8 +91,12 @@ def imbalance_counts(kind: str, n_per_class: int, ratio: float, k: int) -> np.nd
 
 
 def minority_classes(counts) -> np.ndarray:
-    """Indices of the classes with fewer samples than the largest class (empty when balanced)."""
-    c = np.asarray(counts)
+    """Indices of the classes with fewer samples than the largest class (empty when balanced).
+
+    Raises:
+        ValueError: ``counts`` empty, not 1-D, or not non-negative integers.
+    """
+    c = _check_counts(counts, allow_empty=False)
     return np.flatnonzero(c < c.max())
 
 
@@ -93,9 +106,8 @@ def imbalanced_indices(labels, counts, seed: int) -> np.ndarray:
     Raises ValueError if a class has fewer than ``counts[c]`` samples or ``counts`` has the wrong length.
     """
     y = as_label_array(labels)
-    counts = np.asarray(counts)
-    if counts.ndim != 1 or (counts.size and not np.issubdtype(counts.dtype, np.integer)) or np.any(counts < 0):
-        raise ValueError(f"counts must be a 1-D array of non-negative integers, got {counts!r}")
+    counts = _check_counts(counts)
+    seed = check_int(seed, "seed", low=0)
     if y.size and y.max() >= counts.size:
         raise ValueError(f"labels go up to class {y.max()} but counts has {counts.size} entries")
     available = np.bincount(y, minlength=counts.size)
@@ -113,9 +125,18 @@ def make_imbalanced(dataset, kind: str, ratio: float, seed: int, n_per_class: in
 
     ``n_per_class`` (n_maj / n_max) defaults to the smallest class size of ``dataset``.
     Returns ``(subset, counts)``; ``counts`` are the resulting class counts (also ``subset.class_counts()``).
+
+    Raises:
+        ValueError: an empty ``dataset``, a class asked for more samples than it has, or a bad kind, ratio,
+            ``n_per_class`` or seed (each named with its value).
     """
+    if len(dataset) == 0:
+        raise ValueError(f"make_imbalanced: the dataset {dataset!r} is empty: there is nothing to subsample")
     available = dataset.class_counts()
     if n_per_class is None:
+        if available.min() == 0:
+            raise ValueError(f"make_imbalanced: class {int(np.argmin(available))} has no sample, so the default "
+                             "n_per_class (the smallest class size) would be 0; every class needs samples")
         n_per_class = int(available.min())
     counts = imbalance_counts(kind, n_per_class, ratio, dataset.num_classes)
     idx = imbalanced_indices(dataset.labels, counts, seed)

@@ -15,6 +15,8 @@ CIFAR files' MD5 sums when it reads them.
 
 from __future__ import annotations
 
+import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +59,17 @@ def expected_files(name: str, root) -> list[Path]:
 
 
 def _not_found(name: str, root: Path, detail: str) -> DatasetNotFoundError:
+    """The error for data set ``name`` under ``root``: which files are missing, or (all present) that
+    torchvision rejected them (a checksum that does not match, a file cut short or corrupt), and how to
+    get them."""
     _, folder, files = _LAYOUT[name]
     missing = [str(p) for p in expected_files(name, root) if not p.exists()]
     where = f"looked in {root / folder} for {files}"
-    what = f"missing: {missing}" if missing else f"files present but rejected by torchvision ({detail})"
+    what = (f"missing: {missing}" if missing else
+            f"files present but rejected by torchvision ({detail}): a file is corrupt, cut short or not the official one")
+    headline = "data not found" if missing else "data unreadable"
     return DatasetNotFoundError(
-        f"{name}: data not found ({where}; {what}). Get it with "
+        f"{name}: {headline} ({where}; {what}). Get it with "
         f"`ufm.data.load_dataset({name!r}, 'train', root={str(root)!r}, download=True)` or "
         f"`python -m ufm train ... dataset={name} download=true` on a machine with network access, "
         "or copy torchvision's extracted files there; point UFM_DATA (or root=...) at another folder if they are elsewhere."
@@ -76,8 +83,12 @@ def _load_torchvision(name: str, part: str, root: Path, download: bool):
     cls = getattr(tvd, cls_name)
     try:
         ds = cls(root=str(root), train=(part == "train"), download=download)
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
-        raise _not_found(name, root, str(e)) from None
+    except (RuntimeError, ValueError, AssertionError, EOFError, IndexError, KeyError, TypeError,
+            pickle.UnpicklingError, struct.error) as e:
+        # torchvision: "Dataset not found or corrupted" (missing files, CIFAR checksums), or the reader's own
+        # error on a file that passed the checksum but is cut short or corrupt (pickle, IDX header asserts)
+        detail = (str(e).splitlines() or [""])[0][:160] or type(e).__name__
+        raise _not_found(name, root, detail) from None
     x = np.asarray(ds.data)
     y = np.asarray(ds.targets, dtype=np.int64)
     if x.ndim == 4:  # CIFAR: (N, H, W, C) uint8

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ufm.losses import (
+    LOSSES,
     COTLoss,
     CosFaceLoss,
     CrossEntropyLoss,
@@ -239,3 +240,105 @@ def test_pod_one_dimensional_features_have_no_decorrelation_term():
     x = torch.tensor([[1.0], [2.0], [-1.0], [-0.5]])
     nac, sc = loss.terms(x, torch.tensor([0, 0, 1, 1]))
     assert sc.item() == 0.0 and math.isfinite(nac.item())
+
+
+# ------------------------------------------------------------------------------------------- every loss
+def _build(name, **extra):
+    """The registered loss with the sizes the harness fills in (3 classes, dimension 8)."""
+    import inspect
+
+    cls = LOSSES[name]
+    params = inspect.signature(cls.__init__).parameters
+    kw = {k: v for k, v in (("num_classes", 3), ("feature_dim", 8), ("dim", 8)) if k in params}
+    return cls(**{**kw, **extra}).train()
+
+
+def _harness(loss, f, net):
+    first = f if f.dim() == 2 else f[:, 0]
+    return loss.harness_objective(ModelOutput(features=f, logits=net.classifier(f), activations={"a": first}), Y6, net)
+
+
+def _net(bias: bool = True):
+    net = nn.Module()
+    net.classifier = nn.Linear(8, 3, bias=bias)
+    return net
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_every_loss_refuses_non_finite_features(name, bad):
+    """NaN/inf features (and so logits) in the harness objective: a ValueError, never a NaN loss."""
+    loss = _build(name)
+    f = torch.randn((6, loss.views, 8) if loss.views > 1 else (6, 8))
+    f[1, ..., 2] = bad
+    with pytest.raises(ValueError, match=r"(features|embeddings|logits|activations) contain NaN or infinite values"):
+        _harness(loss, f, _net())
+
+
+@pytest.mark.parametrize("name,extra", [("gini_kl", {"warmup_epochs": 3}), ("large_margin", {"lam": 0.0})],
+                         ids=["gini-kl-warmup", "large-margin-lam0"])
+def test_cross_entropy_alone_refuses_non_finite_logits(name, extra):
+    """When the objective is the cross-entropy alone (warm-up, lam = 0) the logits are still checked."""
+    loss = _build(name, **extra)
+    logits = torch.zeros(6, 3)
+    logits[0, 0] = float("nan")
+    out = ModelOutput(features=torch.randn(6, 8), logits=logits, activations={"a": torch.rand(6, 8)})
+    with pytest.raises(ValueError, match="logits contain NaN or infinite values"):
+        loss.harness_objective(out, Y6, _net())
+
+
+# the number each loss returns for a batch of zero features, through its harness objective with a
+# bias-free classifier (logits 0): theory/degenerate-input.md, column "zero features"
+ZERO_FEATURES = [
+    P("supcon", math.log(11), id="supcon"),  # 6 samples x 2 views: every term log(m - 1)
+    P("ce", math.log(3), id="ce"),  # logits 0: log k
+    P("cot", math.log(3) - math.log(2) / 3, id="cot"),  # log k - log(k - 1) / k
+    P("pod", None, id="pod"),  # 1 + L_SC(R = -U_y): checked on the terms below
+    P("large_margin", math.log(3) + 1.5, id="large-margin"),  # CE log k + lam * beta * delta_d (c = mu = 0)
+    P("gini_kl", math.log(3), id="gini-kl"),  # every filter silent: the terms are 0, the CE log k
+    P("cosface", ValueError, id="cosface"),
+    P("dot_regression", ValueError, id="dot-regression"),
+    P("pedcc_loss", ValueError, id="pedcc-loss"),
+]
+
+
+@pytest.mark.parametrize("name,expected", ZERO_FEATURES)
+def test_zero_features_convention(name, expected):
+    assert {p.values[0] for p in ZERO_FEATURES} == set(LOSSES), "a new loss adds its row"
+    loss = _build(name)
+    f = torch.zeros((6, loss.views, 8) if loss.views > 1 else (6, 8), requires_grad=True)
+    if expected is ValueError:
+        with pytest.raises(ValueError, match="is zero"):
+            _harness(loss, f, _net(bias=False))
+        return
+    value = _harness(loss, f, _net(bias=False))
+    value.backward()
+    assert bool(torch.isfinite(f.grad).all())
+    if name == "pod":
+        nac, _ = loss.terms(f.detach(), Y6)
+        assert nac.item() == 1.0
+    else:
+        assert value.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_supcon_absent_classes_do_not_matter():
+    """Only equality of labels enters: classes 0, 5, 10 (1-4, 6-9 absent) give the loss of 0, 1, 2."""
+    z = torch.randn(6, 2, 4)
+    loss = SupConLoss(0.1)
+    assert torch.equal(loss(z, Y6), loss(z, Y6 * 5))
+
+
+def test_large_margin_absent_class_and_singleton():
+    """Means over the classes present; a class seen once for the first time has c = mu = f: compactness 0."""
+    from ufm.losses.large_margin import large_margin_reference
+
+    lin = nn.Linear(4, 3)
+    f = torch.randn(5, 4, dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 0, 2])  # class 1 absent, class 2 a singleton
+    loss = LargeMarginDiscriminativeLoss(3, 4).double()
+    terms = loss.terms(f, y, lin.double())
+    ref = large_margin_reference(f, y, lin.weight.detach(), lin.bias.detach(), torch.zeros(3, 4), torch.zeros(3, dtype=bool))
+    assert terms["compactness"].item() == pytest.approx(ref["compactness"], rel=1e-12)
+    assert terms["margin"].item() == pytest.approx(ref["margin"], rel=1e-12)
+    single = loss.terms(f[4:], y[4:], lin.double(), update=False)
+    assert single["compactness"].item() == 0.0

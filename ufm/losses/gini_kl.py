@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ufm._checks import check_int, check_label_tensor, check_positive, check_real
+from ufm._checks import check_finite, check_int, check_label_tensor, check_positive, check_real
 from ufm.losses.base import HarnessLoss, register_loss
 
 __all__ = [
@@ -474,6 +474,7 @@ class GiniKLLoss(HarnessLoss):
         y = check_label_tensor(labels, logits.shape[0], self.num_classes).to(logits.device).long()
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(f"logits must have shape (N, {self.num_classes}), got {tuple(logits.shape)}")
+        check_finite(logits, "logits")  # (during the warm-up the objective is the cross-entropy alone)
         obj = self.ce_weight * F.cross_entropy(logits.float(), y)
         if not self.terms_active or (self.lambda_gini == 0 and self.lambda_kl == 0):
             return obj

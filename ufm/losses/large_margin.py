@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ufm._checks import as_feature_array, as_label_array, check_choice, check_int, check_label_tensor, check_real
+from ufm._checks import (as_feature_array, as_label_array, check_choice, check_finite, check_int, check_label_tensor,
+                         check_real)
 from ufm.losses.base import HarnessLoss, register_loss, upcast_half
 
 __all__ = ["LargeMarginDiscriminativeLoss", "large_margin_reference", "momentum_for_memory", "MOMENTUM_MODES",
@@ -235,6 +236,7 @@ class LargeMarginDiscriminativeLoss(HarnessLoss):
             raise ValueError("the large-margin loss needs logits from a linear classifier (model.classifier)")
         if not hasattr(model, "classifier"):
             raise ValueError("the model has no `classifier` (final nn.Linear) for the margin term")
+        check_finite(out.logits, "logits")  # (with lam = 0 the objective is the cross-entropy alone)
         feats = out.features
         if feats.dim() != 2:
             raise ValueError(f"the large-margin loss takes one view: features of shape (N, d), got {tuple(feats.shape)}")

@@ -83,6 +83,18 @@ def _zip_without_end(path: Path) -> bool:
     return head == b"PK\x03\x04" and not zipfile.is_zipfile(path)
 
 
+def _zip_damaged_member(path: Path) -> str | None:
+    """The first member of torch's zip archive whose CRC-32 does not match its bytes, or None.
+
+    ``torch.load`` does not check the checksums, so bytes damaged inside a tensor would load silently;
+    reading the file once more costs far less than an epoch trained from damaged weights.
+    """
+    if not zipfile.is_zipfile(path):
+        return None  # the legacy pickle format: the unpickler finds its own damage
+    with zipfile.ZipFile(path) as archive:
+        return archive.testzip()
+
+
 def atomic_write(path: Path, write) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, then move it onto ``path`` (``os.replace``)."""
     path = Path(path)
@@ -159,6 +171,10 @@ def load_checkpoint(path) -> dict:
             raise CheckpointError(f"checkpoint {path} is truncated or corrupt (empty: 0 bytes); {_HINT}")
         if _zip_without_end(path):
             raise CheckpointError(f"checkpoint {path} is truncated or corrupt (cut short: a torch archive without its end); {_HINT}")
+        damaged = _zip_damaged_member(path)
+        if damaged is not None:
+            raise CheckpointError(f"checkpoint {path} is truncated or corrupt (damaged bytes: the checksum of its part "
+                                  f"{damaged.split('/', 1)[-1]!r} does not match); {_HINT}")
         state = torch.load(path, map_location="cpu", weights_only=False)
     except CheckpointError:
         raise

@@ -56,6 +56,25 @@ def check_label_tensor(labels, n: int, num_classes: int | None = None, name: str
     return labels
 
 
+def as_index_array(indices, n: int | None, name: str = "indices") -> np.ndarray:
+    """Sample indices as a 1-D int64 numpy array, each in ``range(0, n)`` (unchecked above when ``n`` is None).
+
+    Raises:
+        ValueError: not 1-D, not integers, or an index outside the range (the message names ``name`` and
+            the first offending index).
+    """
+    arr = np.asarray(indices)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of sample indices, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer sample indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or (n is not None and arr.max() >= n)):
+        bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
+        raise ValueError(f"{name} has index {bad} outside range(0, {n})")
+    return arr
+
+
 def check_finite(x, name: str = "features") -> None:
     if isinstance(x, torch.Tensor):
         ok = bool(torch.isfinite(x).all())

@@ -49,7 +49,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from ufm._checks import as_label_array, check_int
+from ufm._checks import as_index_array, as_label_array, check_int
 
 __all__ = [
     "full_batch",
@@ -97,15 +97,7 @@ def _check_batch_list(batches) -> None:
 
 
 def _index_array(b, n: int, what: str) -> np.ndarray:
-    arr = np.asarray(b)
-    if arr.ndim != 1:
-        raise ValueError(f"{what} must be a 1-D array of sample indices, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{what} must hold integer sample indices, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or (n is not None and arr.max() >= n)):
-        bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
-        raise ValueError(f"{what} has index {bad} outside range(0, {n})")
+    arr = as_index_array(b, n, what)
     if np.unique(arr).size != arr.size:
         raise ValueError(f"{what} repeats a sample index; a sample may appear once per batch")
     return arr

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ufm._checks import as_label_array, check_int, check_real
+from ufm._checks import as_index_array, as_label_array, check_int, check_real
 
 __all__ = [
     "DataSpec",
@@ -136,16 +136,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         return ArrayDataset(*self._take(indices), self.spec, self.split)
 
     def _take(self, indices):
-        arr = np.asarray(indices)
-        if arr.ndim != 1:
-            raise ValueError(f"{self.spec.name}: subset indices must be a 1-D array, got shape {arr.shape}")
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{self.spec.name}: subset indices must be integers, got dtype {arr.dtype}")
-        arr = arr.astype(np.int64)
-        bad = arr[(arr < 0) | (arr >= len(self))]
-        if bad.size:
-            raise ValueError(f"{self.spec.name}: subset index {int(bad[0])} is outside [0, {len(self)})")
-        idx = torch.from_numpy(arr)
+        idx = torch.from_numpy(as_index_array(indices, len(self), f"{self.spec.name} subset indices"))
         return self.x[idx], self.y[idx]
 
     def to_input(self, xb: torch.Tensor) -> torch.Tensor:

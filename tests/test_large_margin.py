@@ -200,10 +200,10 @@ def test_scale_and_translation_structure():
         lin_s.bias.copy_(7.0 * s * lin.bias)
     scaled = LargeMarginDiscriminativeLoss(k, d, delta_v=0.3 * s, delta_d=2.0 * s).double().terms(s * f, y, lin_s,
                                                                                                   update=False)
-    assert float(scaled["compactness"]) == pytest.approx(s**2 * float(base["compactness"]), rel=1e-10)
-    assert float(scaled["margin"]) == pytest.approx(s * float(base["margin"]), rel=1e-10)
-    assert float(scaled["regulariser"]) == pytest.approx(s * float(base["regulariser"]), rel=1e-10)
-    assert float(base["margin"]) > 0 and float(base["compactness"]) > 0
+    assert scaled["compactness"].item() == pytest.approx(s**2 * base["compactness"].item(), rel=1e-10)
+    assert scaled["margin"].item() == pytest.approx(s * base["margin"].item(), rel=1e-10)
+    assert scaled["regulariser"].item() == pytest.approx(s * base["regulariser"].item(), rel=1e-10)
+    assert base["margin"].item() > 0 and base["compactness"].item() > 0
     # translation f -> f + v, b -> b - W v leaves L_c, L_m and the logits unchanged, not L_r
     v = torch.randn(d, generator=gen, dtype=torch.float64) * 5
     lin_t = nn.Linear(d, k).double()
@@ -211,10 +211,10 @@ def test_scale_and_translation_structure():
         lin_t.weight.copy_(lin.weight)
         lin_t.bias.copy_(lin.bias - lin.weight @ v)
     moved = LargeMarginDiscriminativeLoss(k, d, delta_v=0.3, delta_d=2.0).double().terms(f + v, y, lin_t, update=False)
-    assert float(moved["compactness"]) == pytest.approx(float(base["compactness"]), rel=1e-10)
-    assert float(moved["margin"]) == pytest.approx(float(base["margin"]), rel=1e-10)
+    assert moved["compactness"].item() == pytest.approx(base["compactness"].item(), rel=1e-10)
+    assert moved["margin"].item() == pytest.approx(base["margin"].item(), rel=1e-10)
     assert torch.allclose(lin_t(f + v), lin(f))
-    assert abs(float(moved["regulariser"]) - float(base["regulariser"])) > 0.5
+    assert abs(moved["regulariser"].item() - base["regulariser"].item()) > 0.5
 
 
 def test_ufm_run_meets_theorem1():
@@ -270,7 +270,7 @@ def test_registered_and_harness_objective():
     twin = LargeMarginDiscriminativeLoss(3, 5)
     got = loss.harness_objective(out, y, model)
     want = nn.functional.cross_entropy(out.logits, y) + 0.7 * twin(h, y, model.classifier)
-    assert float(got) == pytest.approx(float(want), rel=1e-6)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
     assert loss.harness_predict(out, model) is None
     stats = loss.on_epoch_end(0, {})
     assert set(stats) == {"ldis_compactness", "ldis_margin", "ldis_regulariser", "centre_step"}

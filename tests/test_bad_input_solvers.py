@@ -23,6 +23,7 @@ from ufm.solvers import (
     SolverError,
     certify_class_gram,
     certify_gram,
+    class_gram_to_gram,
     max_departure,
     of_objective,
     reduced_objective,
@@ -100,6 +101,8 @@ CASES += [
                  r"no batch of the batching has an anchor.*largest batch holds 1 sample.*batch_size", id="sdp-batch-size-1"),
     pytest.param(lambda: max_departure(Y, [np.array([i]) for i in range(12)]), ValueError,
                  r"no batch of the batching has an anchor.*batch_size", id="departure-batch-size-1"),
+    pytest.param(lambda: solve_sdp([0, 0, 0]), ValueError, r"labels must hold at least two classes.*3 samples of class 0",
+                 id="sdp-one-class"),
     pytest.param(lambda: solve_sdp(np.arange(4)), ValueError, r"no class of labels has two samples \(4 samples, 4 classes\)",
                  id="sdp-no-class-pair"),
     # ---- sizes and labels
@@ -125,6 +128,34 @@ CASES += [
                  id="free-features-device"),
     pytest.param(lambda: large_margin_ufm_run(0.5, 1.5, per_class=-1), ValueError, r"per_class must be an integer >= 1, got -1",
                  id="large-margin-ufm-per-class"),
+    # ---- scalars of the solvers
+    pytest.param(lambda: solve_reduced(COUNTS, tol="a"), TypeError, r"tol must be a real number, got 'a'", id="reduced-tol-str"),
+    pytest.param(lambda: solve_reduced(COUNTS, max_ip_k=-1), ValueError, r"max_ip_k must be an integer >= 0, got -1",
+                 id="reduced-max-ip-k"),
+    pytest.param(lambda: solve_reduced("abc"), ValueError, r"counts must be a 1-D sequence of class sizes, got 'abc'",
+                 id="reduced-counts-str"),
+    pytest.param(lambda: solve_reduced(COUNTS, solver="NOPE"), ValueError,
+                 r"solver \(an installed cvxpy solver\) must be one of 'CLARABEL'.*got 'NOPE'", id="reduced-solver"),
+    pytest.param(lambda: solve_sdp(Y, solver="NOPE"), ValueError, r"solver .*got 'NOPE'", id="sdp-solver"),
+    pytest.param(lambda: solve_sdp(Y, max_n="a"), TypeError, r"max_n must be an integer, got 'a'", id="sdp-max-n-str"),
+    pytest.param(lambda: solve_sdp(Y, method="low-rank", rank=0), ValueError, r"rank must be an integer >= 1, got 0",
+                 id="sdp-rank-0"),
+    pytest.param(lambda: certify_class_gram(np.eye(3), COUNTS, tol="a"), TypeError, r"tol must be a real number, got 'a'",
+                 id="certify-class-gram-tol"),
+    pytest.param(lambda: class_gram_to_gram(np.eye(2), COUNTS), ValueError, r"class_gram must be \(3, 3\) for 3 classes, got \(2, 2\)",
+                 id="class-gram-to-gram-shape"),
+    pytest.param(lambda: max_departure(Y, None, reference=np.full((12, 12), np.nan)), ValueError,
+                 r"reference contain NaN", id="departure-reference-nan"),
+    pytest.param(lambda: solve_gd(Y, 4, record_every="a"), TypeError, r"record_every must be an integer, got 'a'",
+                 id="gd-record-every-str"),
+    pytest.param(lambda: solve_gd(Y, 4, tol=float("nan")), ValueError, r"tol must be >= 0\.0 and finite, got nan",
+                 id="gd-tol-nan"),
+    pytest.param(lambda: solve_gd(Y, 4, seed="a"), TypeError, r"seed must be an integer, got 'a'", id="gd-seed-str"),
+    pytest.param(lambda: solve_gd(Y, 4, history_size=0), ValueError, r"history_size must be an integer >= 1, got 0",
+                 id="gd-history-size"),
+    pytest.param(lambda: solve_gd(Y, 4, batches=3), TypeError, r"batches must be None or a list .*got int 3", id="gd-batches-int"),
+    pytest.param(lambda: steps_to_of(Y, 4, 6, False, 0, threshold="a"), TypeError, r"threshold must be a real number, got 'a'",
+                 id="steps-to-of-threshold"),
     pytest.param(lambda: scl_gram_objective(np.eye(11), Y), ValueError, r"gram must be \(12, 12\) for 12 labels, got \(11, 11\)",
                  id="gram-objective-shape"),
 ]
@@ -157,5 +188,14 @@ def test_a_conic_failure_names_the_temperature():
 
     x = cp.Variable()
     prob = cp.Problem(cp.Minimize(x), [x >= 1, x <= 0])
-    with pytest.raises(SolverError, match=r"status infeasible \(temperature=1e-05: .*try a larger one"):
+    with pytest.raises(SolverError, match=r"status infeasible \(temperature=1e-05: .*try a larger temperature"):
         solve_conic(prob, "CLARABEL", "a test program", temperature=1e-5)
+    with pytest.raises(SolverError, match=r"status infeasible \(temperature=0\.1: [^;]*\)$"):  # no advice at 0.1
+        solve_conic(prob, "CLARABEL", "a test program", temperature=0.1)
+
+
+def test_gd_on_one_class_reports_no_delta_etf():
+    """Convention (GDResult docstring): Delta_ETF compares classes, so a one-class run has None, never NaN."""
+    res = solve_gd([0, 0, 0], 2, steps=2)
+    assert res.delta_etf is None and res.history["delta_etf"] == [None] * len(res.history["step"])
+    assert res.delta_of == 0.0

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ufm._checks import as_label_array, check_positive
+from ufm._checks import as_label_array, check_finite, check_positive
 from ufm.solvers.certificate import SolverError, class_mean_gram
 from ufm.solvers.objective import check_has_anchor, check_temperature, normalize_batching, of_objective, scl_gram_objective
 from ufm.solvers.pipeline import solve_conic
@@ -83,6 +83,7 @@ def max_departure(labels, batches, temperature: float = 0.1, relu: bool = True, 
         f_ref = of_objective(y, blist, tau)
     else:
         ref = np.asarray(reference, dtype=np.float64)
+        check_finite(ref, "reference")
         if ref.shape != (n, n) or not np.allclose(ref, ref.T, atol=0):
             raise ValueError(f"reference must be a symmetric ({n}, {n}) matrix, got shape {ref.shape}")
         f_ref = scl_gram_objective(ref, y, blist, tau)

@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ufm._checks import as_label_array, check_positive
+from ufm._checks import as_label_array, check_int, check_positive, check_real
 from ufm.batching import epoch_batcher
 from ufm.device import default_device
 from ufm.geometry import delta_etf, delta_of
@@ -277,6 +277,9 @@ class GDResult:
         mini-batch's mean for a stochastic run), ``delta_of``, ``delta_etf``, ``seconds``; row 0 is
         the start (loss NaN), then every ``record_every`` steps and the last one.
     steps_to_target: first recorded step with ``delta_of < target_delta_of`` (``None`` if never).
+    delta_of, delta_etf: of the final features; ``delta_etf`` (and the history's) is None when the labels
+        hold a single class: Delta_ETF compares classes (a one-class problem arises inside ``solve_sdp``'s
+        components).
     steps: optimiser steps taken (L-BFGS: iterations; each may evaluate ``f`` several times).
     evaluations: evaluations of the objective (and its gradient).
     stop_reason: ``"steps"``, ``"tol"``, ``"target"``, ``"stalled"`` or ``"callback"``.
@@ -292,7 +295,7 @@ class GDResult:
     evaluations: int = 0
     stop_reason: str = "steps"
     delta_of: float = float("nan")
-    delta_etf: float = float("nan")
+    delta_etf: float | None = float("nan")
 
 
 # ----------------------------------------------------------------------------- checking the arguments
@@ -317,6 +320,16 @@ def _check_problem(labels, dim, relu: bool, temperature) -> tuple[np.ndarray, in
         raise ValueError(f"dim={dim} < k={k} classes: with ReLU the minimiser is an orthogonal frame, "
                          f"which needs d >= k non-negative orthogonal directions")
     return y, k, 1.0 / check_temperature(temperature)
+
+
+def _check_sizes(seed, target_delta_of, history_size, dense_max, block_entries) -> None:
+    """The remaining scalars of :func:`solve_gd`: TypeError / ValueError naming the argument and the value."""
+    check_int(seed, "seed")
+    if target_delta_of is not None:
+        check_positive(target_delta_of, "target_delta_of")
+    check_int(history_size, "history_size", low=1)
+    check_int(dense_max, "dense_max", low=0)
+    check_int(block_entries, "block_entries", low=1)
 
 
 def _check_nonneg(nonneg: str | None, relu: bool, optimizer: str) -> str:
@@ -365,6 +378,7 @@ def _check_method(optimizer, nonneg, relu: bool, steps, record_every, dtype, lr,
     """
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_int(record_every, "record_every", low=1)
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: use one of {_OPTIMIZERS}")
     nonneg = _check_nonneg(nonneg, relu, optimizer)
@@ -383,6 +397,8 @@ def _check_method(optimizer, nonneg, relu: bool, steps, record_every, dtype, lr,
         batches = None
     if tol is None:
         tol = 1e-13 if optimizer == "lbfgs" else 0.0
+    else:
+        check_real(tol, "tol", low=0.0)  # 0: no early stop
     return _Method(optimizer, nonneg, lr, batches, tol)
 
 
@@ -624,7 +640,7 @@ class StopRule:
 
 # ----------------------------------------------------------------------------- the history
 def _geometry(h: torch.Tensor, y: np.ndarray, k: int, step: int) -> tuple[np.ndarray, float, float]:
-    """The features ``h`` (n x d) as float64 numpy, with ``Delta_OF`` and ``Delta_ETF`` (NaN if k = 1).
+    """The features ``h`` (n x d) as float64 numpy, with ``Delta_OF`` and ``Delta_ETF`` (None if k = 1: undefined).
 
     Raises:
         GDDivergedError: non-finite features or a zero row, naming ``step``.
@@ -634,7 +650,7 @@ def _geometry(h: torch.Tensor, y: np.ndarray, k: int, step: int) -> tuple[np.nda
         raise GDDivergedError(f"at step {step}: the features became non-finite or their norm "
                               "overflows (step size too large?)")
     try:
-        return h, delta_of(h, y), (delta_etf(h, y) if k >= 2 else float("nan"))
+        return h, delta_of(h, y), (delta_etf(h, y) if k >= 2 else None)
     except ValueError as e:
         raise GDDivergedError(f"at step {step}: {e}") from None
 
@@ -754,6 +770,7 @@ def solve_gd(
     """
     y, k, inv_t = _check_problem(labels, dim, relu, temperature)
     method = _check_method(optimizer, nonneg, relu, steps, record_every, dtype, lr, batches, tol)
+    _check_sizes(seed, target_delta_of, history_size, dense_max, block_entries)
     dev = default_device(device)
     w = _init(y.size, dim, relu, method.nonneg, int(seed), dtype, dev, init)
     optimiser = _FeatureOptimizer(w, _Parametrisation(relu, method.nonneg), inv_t, optimizer, method.lr,
@@ -799,6 +816,7 @@ def steps_to_of(
     ``check_every`` steps (the count is a multiple of it).
     """
     y = as_label_array(labels)
+    threshold = check_positive(threshold, "threshold")
     # bool(): epoch_batcher reads an array as explicit binding indices; here binding is a yes/no
     epoch_batches = epoch_batcher(y, batch_size, seed, binding=bool(binding), drop_last=drop_last)
     epoch_batches(0)  # validates batch_size (and drop_last) before the run starts

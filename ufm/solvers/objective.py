@@ -62,6 +62,9 @@ def normalize_batching(n: int, batches=None) -> list[np.ndarray]:
     """
     if batches is None:
         return [np.arange(n)]
+    if isinstance(batches, (str, bytes, np.ndarray)) or not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches must be None or a list of 1-D integer index arrays, got {type(batches).__name__} "
+                        f"{batches!r:.60}")
     out = []
     for t, b in enumerate(batches):
         b = np.asarray(b)

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ufm.solvers.certificate import Certificate, SolverError, class_gram_deltas, dual_gap_bound, feasibility_of
+from ufm._checks import check_choice, check_positive
 from ufm.solvers.objective import check_temperature
 
-__all__ = ["GramProgram", "SolveResult", "certify", "select_certified", "solve_program", "solve_conic", "project_to_bounds"]
+__all__ = ["GramProgram", "SolveResult", "certify", "select_certified", "solve_program", "solve_conic", "check_solver",
+           "project_to_bounds"]
 
 # interior-point accuracy asked of Clarabel: the certificate judges the answer, but polishing needs a close start
 _CLARABEL_DEFAULTS = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500}
@@ -41,6 +43,7 @@ def solve_conic(prob, solver: str, what: str, verbose: bool = False, *, temperat
 
     import cvxpy as cp
 
+    check_solver(solver)
     if solver.upper() == "CLARABEL":
         opts = {**_CLARABEL_DEFAULTS, **opts}
     try:
@@ -54,12 +57,24 @@ def solve_conic(prob, solver: str, what: str, verbose: bool = False, *, temperat
     return str(prob.status)
 
 
+def check_solver(solver: str) -> str:
+    """``solver`` if cvxpy has it installed (case-insensitive, as cvxpy reads it); else a ValueError listing them."""
+    import cvxpy as cp
+
+    installed = tuple(cp.installed_solvers())
+    if not isinstance(solver, str) or solver.upper() not in installed:
+        check_choice(solver, "solver (an installed cvxpy solver)", installed)
+    return solver
+
+
 def _temperature_hint(temperature: float | None) -> str:
     """What a conic failure says about the temperature: the program's data scale as 1 / temperature."""
     if temperature is None:
         return ""
-    return (f" (temperature={temperature:g}: the program's entries are G / temperature, up to {1 / temperature:.3g} in "
-            "size; if the temperature is small, try a larger one, another solver, or the first-order method)")
+    hint = f" (temperature={temperature:g}: the program's entries are G / temperature, up to {1 / temperature:.3g} in size"
+    if temperature < 1e-2:  # where failures were seen: the entries' scale, not the solver, is the likely cause
+        hint += "; try a larger temperature, another solver, or the first-order method"
+    return hint + ")"
 
 
 class GramProgram:
@@ -138,6 +153,7 @@ def certify(program: GramProgram, x, tol: float, dual_sdp: bool | str = "auto", 
             feas_tol: float = 1e-9, diag_tol: float = 1e-12) -> Certificate:
     """Certificate of the objective at X (``ufm.solvers.certificate`` for the bound): ``gap`` bounds
     f(X) - f*, ``certified`` when X is feasible and the gap is at most ``tol * max(1, |f(X)|)``."""
+    tol = check_positive(tol, "tol")
     x = np.asarray(x, dtype=np.float64)
     f, a = program.objective(x, grad=True)
     target = tol * max(1.0, abs(f))

@@ -38,9 +38,10 @@ import time
 import numpy as np
 from scipy.special import logsumexp
 
-from ufm._checks import check_positive
+from ufm._checks import check_int, check_positive
 from ufm.solvers.certificate import Certificate, SolverError, _numerical_ranks, bm_refine
-from ufm.solvers.pipeline import GramProgram, SolveResult, certify, project_to_bounds, solve_conic, solve_program
+from ufm.solvers.pipeline import (GramProgram, SolveResult, certify, check_solver, project_to_bounds, solve_conic,
+                                  solve_program)
 
 __all__ = [
     "ReducedProgram",
@@ -56,7 +57,7 @@ __all__ = [
 def _check_counts(counts) -> np.ndarray:
     arr = np.asarray(counts)
     if arr.ndim != 1:
-        raise ValueError(f"counts must be a 1-D sequence of class sizes, got shape {arr.shape}")
+        raise ValueError(f"counts must be a 1-D sequence of class sizes, got {counts!r:.80} of shape {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)
@@ -131,6 +132,8 @@ def class_gram_to_gram(class_gram, counts) -> np.ndarray:
     """The n x n block Gram of K: 1 on the diagonal, a_c inside class c, K_cd across (labels sorted)."""
     n = _check_counts(counts)
     kmat = np.asarray(class_gram, dtype=np.float64)
+    if kmat.shape != (n.size, n.size):
+        raise ValueError(f"class_gram must be ({n.size}, {n.size}) for {n.size} classes, got {kmat.shape}")
     a = np.where(n >= 2, (n * np.diag(kmat) - 1.0) / np.maximum(n - 1, 1), 1.0)
     b = kmat.copy()
     np.fill_diagonal(b, a)
@@ -468,8 +471,9 @@ def solve_reduced(counts, temperature: float = 0.1, relu: bool = True, tol: floa
     t0 = time.perf_counter()
     program = ReducedProgram(counts, temperature, relu)
     n, tau = program.counts, program.temperature
-    if not (np.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be positive, got {tol}")
+    tol, geometry_tol = check_positive(tol, "tol"), check_positive(geometry_tol, "geometry_tol")
+    max_full_n, max_ip_k = check_int(max_full_n, "max_full_n", low=0), check_int(max_ip_k, "max_ip_k", low=0)
+    max_dual_sdp_k, solver = check_int(max_dual_sdp_k, "max_dual_sdp_k", low=0), check_solver(solver)
     if full_gram and int(n.sum()) > max_full_n:
         raise ValueError(f"full_gram=True would build a {int(n.sum())} x {int(n.sum())} Gram (max_full_n={max_full_n}); "
                          "use gram_class / within / across, or ufm.solvers.class_gram_to_gram on fewer samples")

@@ -25,11 +25,12 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from ufm._checks import as_label_array
+from ufm._checks import as_label_array, check_int, check_positive
 from ufm.geometry import orthogonal_frame_gram
 from ufm.solvers.certificate import Certificate, SolverError, _numerical_ranks, bm_refine, class_mean_gram
 from ufm.solvers.objective import check_has_anchor, check_temperature, normalize_batching, scl_gram_objective
-from ufm.solvers.pipeline import GramProgram, SolveResult, certify, project_to_bounds, solve_conic, solve_program
+from ufm.solvers.pipeline import (GramProgram, SolveResult, certify, check_solver, project_to_bounds, solve_conic,
+                                  solve_program)
 
 __all__ = ["SampleGramProgram", "solve_sdp", "sdp_memory_estimate", "certify_gram", "read_components"]
 
@@ -380,11 +381,17 @@ def solve_sdp(labels, batches=None, temperature: float = 0.1, relu: bool = True,
     if n < 2:
         raise ValueError(f"the SDP needs at least two samples, got {n}")
     tau = check_temperature(temperature)
-    if not (np.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be positive, got {tol}")
+    tol, geometry_tol = check_positive(tol, "tol"), check_positive(geometry_tol, "geometry_tol")
+    max_n, max_dual_sdp_n = check_int(max_n, "max_n", low=0), check_int(max_dual_sdp_n, "max_dual_sdp_n", low=0)
+    steps, seed, solver = check_int(steps, "steps", low=1), check_int(seed, "seed"), check_solver(solver)
+    if rank is not None:
+        rank = check_int(rank, "rank", low=1)
     if method not in ("auto", "interior", "low-rank"):
         raise ValueError(f"method must be 'auto', 'interior' or 'low-rank', got {method!r}")
     program = SampleGramProgram(y, batches, tau, relu)
+    if np.unique(y).size < 2:
+        raise ValueError(f"labels must hold at least two classes (the geometry compares classes), got one class "
+                         f"({y.size} samples of class {int(y[0])})")
     check_has_anchor(y, program.batches)
     if method == "interior" and n > max_n:
         raise ValueError(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ufm._checks import as_feature_array, as_label_array, check_finite, check_int
+from ufm._checks import as_feature_array, as_label_array, check_finite, check_int, check_real
 
 __all__ = [
     "orthogonal_frame_gram",
@@ -55,6 +55,9 @@ def sample_gram(labels, class_gram: np.ndarray) -> np.ndarray:
     """Sample Gram of collapsed features: ``G_ij = class_gram[y_i, y_j]``."""
     y = as_label_array(labels)
     class_gram = np.asarray(class_gram, dtype=np.float64)
+    if class_gram.ndim != 2 or class_gram.shape[0] != class_gram.shape[1]:
+        raise ValueError(f"class_gram must be a square (k, k) matrix, got shape {class_gram.shape}")
+    check_finite(class_gram, "class_gram")
     if y.size and y.max() >= class_gram.shape[0]:
         raise ValueError(f"labels go up to {y.max()} but class_gram is {class_gram.shape}")
     return class_gram[np.ix_(y, y)]
@@ -126,7 +129,8 @@ def simplex_etf(k: int, d: int, seed: int | None = None) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- class statistics
 def normalize_rows(features, eps: float = 0.0) -> np.ndarray:
-    """Rows scaled to unit Euclidean norm; a zero row is an error (it has no direction)."""
+    """Rows scaled to unit Euclidean norm; a row of norm ``<= eps`` (``eps >= 0``) is an error (it has no direction)."""
+    eps = check_real(eps, "eps", low=0.0)
     x = as_feature_array(features)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     if np.any(norms <= eps):
@@ -135,7 +139,14 @@ def normalize_rows(features, eps: float = 0.0) -> np.ndarray:
     return x / norms
 
 
+def _check_num_classes(num_classes) -> int | None:
+    """``None`` or an int >= 1 (TypeError / ValueError naming ``num_classes``)."""
+    return None if num_classes is None else check_int(num_classes, "num_classes", low=1)
+
+
 def class_counts(labels, num_classes: int | None = None) -> np.ndarray:
+    """Samples per class ``(k,)``, ``k = num_classes`` or the largest label + 1."""
+    num_classes = _check_num_classes(num_classes)
     y = as_label_array(labels, num_classes=num_classes)
     k = num_classes if num_classes is not None else (int(y.max()) + 1 if y.size else 0)
     return np.bincount(y, minlength=k)
@@ -144,6 +155,7 @@ def class_counts(labels, num_classes: int | None = None) -> np.ndarray:
 def class_means(features, labels, num_classes: int | None = None) -> np.ndarray:
     """Uncentred class means as rows (``k x d``); every class must have a sample."""
     x = as_feature_array(features)
+    num_classes = _check_num_classes(num_classes)
     y = as_label_array(labels, n=x.shape[0], num_classes=num_classes)
     counts = class_counts(y, num_classes)
     if np.any(counts == 0):
@@ -236,6 +248,8 @@ def gram_distance(gram, reference) -> float:
     r = np.asarray(reference, dtype=np.float64)
     if g.shape != r.shape:
         raise ValueError(f"Gram shapes differ: {g.shape} vs {r.shape}")
+    check_finite(g, "gram")
+    check_finite(r, "reference")
     ng, nr = np.linalg.norm(g), np.linalg.norm(r)
     if ng == 0 or nr == 0:
         raise ValueError("a zero Gram matrix has no normalised form")

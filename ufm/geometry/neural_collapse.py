@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ufm._checks import as_feature_array, as_label_array
+from ufm._checks import as_feature_array, as_label_array, check_finite, check_int
 from ufm.device import check_device
 
 __all__ = [
@@ -120,9 +120,10 @@ class ClassMoments:
     """
 
     def __init__(self, num_classes: int, dim: int, device=None, dtype: torch.dtype = torch.float64):
-        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+        num_classes, dim = check_int(num_classes, "num_classes"), check_int(dim, "dim")
+        if num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2 (neural collapse compares classes), got {num_classes!r}")
-        if isinstance(dim, bool) or int(dim) != dim or dim < 1:
+        if dim < 1:
             raise ValueError(f"dim must be a positive integer (the feature dimension), got {dim!r}")
         self.num_classes, self.dim, self.dtype = int(num_classes), int(dim), dtype
         self.device = check_device(device)  # None: the first batch's device
@@ -233,9 +234,10 @@ def etf_distance(a) -> float:
     """``|| A/||A||_F - E ||_F`` with ``E = (I - 11^T/K)/sqrt(K-1)`` for a (K, K) matrix A (a Gram, or the
     cross-Gram ``W M~^T``); in [0, 2], zero iff A is a positive multiple of the simplex-ETF Gram."""
     a = np.asarray(a, dtype=np.float64)
-    k = a.shape[0]
+    k = a.shape[0] if a.ndim else 0
     if a.ndim != 2 or a.shape != (k, k) or k < 2:
         raise ValueError(f"etf_distance needs a square (K, K) matrix with K >= 2, got shape {a.shape}")
+    check_finite(a, "the matrix")
     nrm = np.linalg.norm(a)
     if nrm == 0:
         raise ValueError("a zero matrix has no direction: its distance to the simplex ETF is undefined")
@@ -243,8 +245,23 @@ def etf_distance(a) -> float:
     return float(np.linalg.norm(a / nrm - e))
 
 
+def _rows(vectors, name: str) -> np.ndarray:
+    """``vectors`` as a finite (K, d) float64 array with K >= 2 (the NC2 metrics compare rows)."""
+    try:
+        v = np.asarray(vectors.detach().cpu() if isinstance(vectors, torch.Tensor) else vectors, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a (K, d) array of numbers, got {vectors!r:.60}") from None
+    if v.ndim != 2 or v.shape[0] < 2:
+        raise ValueError(f"{name} must have shape (K, d) with K >= 2 rows, got shape {v.shape}")
+    check_finite(v, name)
+    return v
+
+
 def _weight(weight, stats: ClassStats | None = None) -> np.ndarray:
-    w = weight.detach().cpu().double().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight, dtype=np.float64)
+    try:
+        w = weight.detach().cpu().double().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"weight must be the (K, d) classifier rows (numbers), got {weight!r:.60}") from None
     if w.ndim != 2:
         raise ValueError(f"weight must be the (K, d) classifier rows, got shape {w.shape}")
     if stats is not None and w.shape != stats.means.shape:
@@ -327,14 +344,14 @@ def _unit_rows(vectors: np.ndarray, what: str) -> np.ndarray:
 def equinorm(vectors) -> float:
     """``std(||v_c||) / mean(||v_c||)`` with the sample std (ddof = 1), as the Colab code's ``norm_M_CoV`` /
     ``norm_W_CoV`` (``torch.std``). Rows of ``vectors`` (K, d): centred means or classifier rows."""
-    norms = np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1)
+    norms = np.linalg.norm(_rows(vectors, "vectors"), axis=1)
     if norms.mean() == 0:
         raise ValueError("all vectors are zero: their equinormness is undefined")
     return float(norms.std(ddof=1) / norms.mean())
 
 
 def _cosines(vectors, what: str) -> np.ndarray:
-    u = _unit_rows(np.asarray(vectors, dtype=np.float64), what)
+    u = _unit_rows(_rows(vectors, "vectors"), what)
     i, j = np.triu_indices(u.shape[0], k=1)
     return (u @ u.T)[i, j]  # (K(K-1)/2,)
 
@@ -414,6 +431,9 @@ def ncc_predict(features, means) -> np.ndarray:
     """Nearest-class-centre prediction (Euclidean) of each row of ``features`` (N, d) among ``means`` (K, d)."""
     x = as_feature_array(features)
     m = np.asarray(means, dtype=np.float64)
+    if m.ndim != 2 or m.shape[1] != x.shape[1]:
+        raise ValueError(f"means must have shape (K, d) with d = {x.shape[1]} (the features'), got {m.shape}")
+    check_finite(m, "means")
     d2 = (x**2).sum(1)[:, None] - 2 * x @ m.T + (m**2).sum(1)[None, :]
     return np.argmin(d2, axis=1)
 
@@ -426,6 +446,8 @@ def nc4_ncc_mismatch(features, means, weight, bias=None) -> float:
     the class centres coincide (to rounding, as :func:`nc1`): the nearest centre is then a tie of all."""
     x = as_feature_array(features)
     w = _weight(weight)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"weight must have shape (K, d) with d = {x.shape[1]} (the features'), got {w.shape}")
     m = np.asarray(means, dtype=np.float64)
     spread = float(((m - m.mean(axis=0)) ** 2).sum(1).max()) if m.size else 0.0
     if spread <= 16 * np.finfo(float).eps * float((m * m).sum(1).max(initial=0.0)):

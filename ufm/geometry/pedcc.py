@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ufm._checks import check_int, check_positive
+from ufm._checks import check_finite, check_int, check_positive
 from ufm.device import check_device
 
 __all__ = ["pedcc", "pedcc_repulsion", "RepulsionReport", "pedcc_etf_error"]
@@ -201,6 +201,7 @@ def pedcc_etf_error(centroids) -> dict[str, float]:
     m = centroids.detach().cpu().double().numpy() if isinstance(centroids, torch.Tensor) else np.asarray(centroids, float)
     if m.ndim != 2 or m.shape[0] < 2:
         raise ValueError(f"centroids must have shape (k, d) with k >= 2, got {m.shape}")
+    check_finite(m, "centroids")
     k = m.shape[0]
     g = m @ m.T
     off = g[~np.eye(k, dtype=bool)]

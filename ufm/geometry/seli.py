@@ -58,6 +58,8 @@ def seli_grams(counts) -> tuple[np.ndarray, np.ndarray]:
 def centred_gram(rows) -> np.ndarray:
     """Gram of the rows minus their mean row (k x k)."""
     m = np.asarray(rows, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"rows must be a (k, d) matrix, got shape {m.shape}")
     c = m - m.mean(axis=0, keepdims=True)
     return c @ c.T
 
@@ -66,6 +68,10 @@ def mean_pairwise_cosine(gram, classes) -> float:
     """Mean cosine between distinct members of ``classes`` from a Gram matrix (NaN if fewer than 2)."""
     g = np.asarray(gram, dtype=np.float64)
     idx = np.asarray(classes, dtype=np.int64)
+    if g.ndim != 2 or g.shape[0] != g.shape[1]:
+        raise ValueError(f"gram must be a square (k, k) matrix, got shape {g.shape}")
+    if idx.size and (idx.min() < 0 or idx.max() >= g.shape[0]):
+        raise ValueError(f"classes must be indices in [0, {g.shape[0]}), got {idx.tolist()}")
     if idx.size < 2:
         return float("nan")
     d = np.sqrt(np.clip(np.diag(g), 0, None))

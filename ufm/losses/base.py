@@ -38,6 +38,7 @@ nothing changes for any feature of a normal norm. A zero row stays zero and pass
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -165,8 +166,6 @@ def _tensor_args(fn, args, kwargs):
 
 def _full_precision(fn):
     """Wrap a loss method: meta-device inputs refused, autocast off on the inputs' device (module docstring)."""
-    import inspect
-
     fn._arg_names = [p for p in inspect.signature(fn).parameters][1:]  # without self
 
     @functools.wraps(fn)

@@ -18,7 +18,6 @@ B = 6 in float16; about 1e-37 from bfloat16 on) enter the library at norm eps
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

@@ -5,7 +5,8 @@ For logits ``z_i = W h_i + b`` (N, k) and labels y_i:
     L = 1/N sum_i [ log sum_c exp(z_ic) - z_{i y_i} ]          (with label smoothing eps: the target
                                                                  is (1 - eps) e_{y_i} + eps/k 1)
 
-Computed in float32 whatever the logits' dtype (autocast off); NaN or infinite logits raise a ValueError. Several views (logits (N, V, k)) count as N * V samples.
+Computed in float32 whatever the logits' dtype (autocast off); NaN or infinite logits raise a ValueError.
+Several views (logits (N, V, k)) count as N * V samples.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ running statistics (BatchNorm in inference form, whatever the module's mode).
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

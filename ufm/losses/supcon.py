@@ -35,7 +35,6 @@ average), as every loss of the package does; so does a tensor on the meta device
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ufm._checks import check_int, check_label_tensor, check_positive
 from ufm.losses.base import HarnessLoss, direction_floor, register_loss, unit_or_zero

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ufm.solvers.certificate import Certificate, SolverError, class_gram_deltas, dual_gap_bound, feasibility_of
 from ufm._checks import check_choice, check_positive
+from ufm.solvers.certificate import Certificate, SolverError, class_gram_deltas, dual_gap_bound, feasibility_of
 from ufm.solvers.objective import check_temperature
 
 __all__ = ["GramProgram", "SolveResult", "certify", "select_certified", "solve_program", "solve_conic", "check_solver",

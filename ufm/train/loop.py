@@ -157,6 +157,8 @@ class BatchObjective(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, detect: bool = False):
         o = _split_views(self.model(x), self.views)
+        if not _finite_output(o):  # before the loss, whose own check would not say why
+            raise DivergedError("the model's features or logits are NaN or infinite")
         og, yg = ddp.gather_output(o, y)
         obj = self.loss.harness_objective(og, yg, self.model)
         scoring = None
@@ -386,6 +388,15 @@ def train(config, out_dir, resume: bool = True, stop_after: int | None = None, l
     return metrics
 
 
+class DivergedError(ValueError):
+    """The model's outputs on a training batch are NaN or infinite (the weights diverged)."""
+
+
+def _finite_output(out) -> bool:
+    """True when the features and logits of a :class:`ModelOutput` are all finite."""
+    return all(bool(torch.isfinite(t.detach()).all()) for t in (out.features, out.logits) if t is not None)
+
+
 def _min_batch(world: int) -> int:
     """The fewest samples of a batch that trains: 2 per rank (BatchNorm cannot train on one sample, and the
     pair losses need two); smaller batches are skipped."""
@@ -457,7 +468,11 @@ def train_one_epoch(run, step_fn, epoch: int, scoring: str | None, place: _Place
         xb, yb = run.train_x[local], run.train_y[local]
         x = run.train.to_input(run.augment.views(xb.float(), run.views, gen))
         with amp_ctx():
-            obj, detected = step_fn(x, yb, detect=scoring is None)
+            try:
+                obj, detected = step_fn(x, yb, detect=scoring is None)
+            except DivergedError as err:
+                raise ValueError(f"training diverged at epoch {epoch}, step {step}: {err}; lower lr, or check the loss "
+                                 f"options {cfg.loss_kwargs}") from None
         if not torch.isfinite(obj.detach()).all():
             raise ValueError(f"the training objective is {float(obj.detach())} at epoch {epoch}, step {step} "
                              f"(diverged: lower lr, or check the loss options {cfg.loss_kwargs})")

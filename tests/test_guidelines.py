@@ -57,6 +57,7 @@ def test_helpers():
     ({"batch_size": [2.5]}, "knob batch_size=2.5 is not a int"),
     ({"binding": ["maybe"]}, "knob binding='maybe' is not a bool; accepted: true or false"),
     ({"ratio": [1, 1]}, "knob 'ratio' has repeated values"),
+    ({"batch_size": [0, 1]}, "knob batch_size=1: a batch of one sample has no positive pair"),
 ])
 def test_bad_knobs_are_clear_errors(grid, message):
     with pytest.raises(ValueError) as err:

@@ -34,6 +34,13 @@ KNOBS = (
 )
 
 
+def check_knobs(grid: dict) -> None:
+    """batch_size is 0 (full batch) or at least 2: a batch of one sample has no anchor, so no step moves."""
+    if 1 in grid.get("batch_size", []):
+        raise ValueError("knob batch_size=1: a batch of one sample has no positive pair, so gradient descent takes "
+                         "no step; accepted: 0 (full batch, the exact solver) or >= 2")
+
+
 def step_counts(ratio: float, classes: int = CLASSES, minority: int = MINORITY) -> list[int]:
     """Class counts of a step imbalance: ``classes // 2`` majorities of ``round(ratio * minority)``."""
     major = classes // 2
@@ -81,4 +88,4 @@ def supcon_cell(seed: int, relu: bool, temperature: float, ratio: float, batch_s
 
 SUPCON = register_phase_loss(PhaseLoss(
     name="supcon", knobs=KNOBS, cell=supcon_cell, quantities=("delta_of", "delta_etf", "cos_minority", "reached", "steps"),
-    seeded=lambda v: v["batch_size"] > 0, description=__doc__.split("\n\n")[0]))
+    seeded=lambda v: v["batch_size"] > 0, description=__doc__.split("\n\n")[0], validate=check_knobs))

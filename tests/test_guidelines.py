@@ -54,7 +54,7 @@ def test_helpers():
     ({"temperature": [0.0]}, "knob temperature=0.0 is out of range; accepted: float in [0.01, 100]"),
     ({"temperature": ["hot"]}, "knob temperature='hot' is not a float"),
     ({"ratio": [0.5]}, "knob ratio=0.5 is out of range; accepted: float in [1, 1000]"),
-    ({"batch_size": [2.5]}, "knob batch_size=2.5 is not a int"),
+    ({"batch_size": [2.5]}, "knob batch_size=2.5 is not an int"),
     ({"binding": ["maybe"]}, "knob binding='maybe' is not a bool; accepted: true or false"),
     ({"ratio": [1, 1]}, "knob 'ratio' has repeated values"),
     ({"batch_size": [0, 1]}, "knob batch_size=1: a batch of one sample has no positive pair"),

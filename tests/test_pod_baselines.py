@@ -218,3 +218,15 @@ def test_cosface_bad_input():
         loss(torch.full((2, 4), float("nan")), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="margin"):
         CosFaceLoss(3, 4, margin=-0.1)
+
+
+def test_pedcc_loss_in_double_precision_matches_float32():
+    """After ``.double()`` the running statistics are float64: the loss computes in float64, not a mixed-dtype error."""
+    import torch
+
+    from ufm.losses import get_loss
+
+    x, y = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 0, 1, 1, 2, 2])
+    loss64 = get_loss("pedcc_loss")(num_classes=3, dim=4).double()(x.double(), y)
+    loss32 = get_loss("pedcc_loss")(num_classes=3, dim=4)(x, y)
+    assert loss64.dtype == torch.float64 and abs(float(loss64) - float(loss32)) < 1e-4

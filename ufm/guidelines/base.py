@@ -21,6 +21,11 @@ __all__ = ["Knob", "PhaseLoss", "PHASE_LOSSES", "register_phase_loss", "get_phas
            "phase_table", "phase_tasks"]
 
 
+
+def _article(word: str) -> str:
+    """'an int', 'a float'."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
 @dataclass(frozen=True)
 class Knob:
     """One hyperparameter of a loss as the phase command sees it.
@@ -54,7 +59,7 @@ class Knob:
         try:
             v = _cast(self.kind, value)
         except (TypeError, ValueError):
-            raise ValueError(f"knob {self.name}={value!r} is not a {self.kind.__name__}; accepted: "
+            raise ValueError(f"knob {self.name}={value!r} is not {_article(self.kind.__name__)}; accepted: "
                              f"{self.accepted()}") from None
         if self.kind is not bool:
             bad = (not math.isfinite(v) or (self.low is not None and (v < self.low or (self.low_open and v == self.low)))

@@ -87,7 +87,8 @@ class PEDCCLoss(HarnessLoss):
 
     def normalised(self, features: torch.Tensor, update: bool) -> torch.Tensor:
         """``z = BN(x) / ||BN(x)||``; batch statistics (and a running-statistics update) when ``update``."""
-        x = features.float()
+        # float32 at least, the buffers' dtype where wider (after ``.double()`` the running statistics are float64)
+        x = features.to(torch.promote_types(torch.float32, self.running_mean.dtype))
         b, k = x.shape[0], self.centroids.shape[0]
         bound = (self.scale * (2 * k) ** 0.5 / b
                  + 4 * self.mse_weight * self.mse_power * max(1.0, 4.0 * b) ** max(self.mse_power - 1, 0.0))

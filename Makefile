@@ -26,12 +26,10 @@ figures: $(STAMP)
 
 # nbval re-executes every notebook and compares the cells marked NBVAL_CHECK_OUTPUT with their committed outputs;
 # the figures the notebooks draw meanwhile go to .test-figures/, so the test command never rewrites figures/;
-# the notebooks share one run cache, emptied first (a run two notebooks need is trained once, by the current code);
-# two pytest-xdist workers: each notebook (or the group of notebooks sharing runs) on one worker, unit tests spread
-# over both (conftest.py)
+# the notebooks share one run cache, emptied first (a run two notebooks need is trained once, by the current code)
 test: $(STAMP)
 	rm -rf .test-runs
-	UFM_RUN_CACHE=$(CURDIR)/.test-runs UFM_FIGURES=$(CURDIR)/.test-figures $(PY) -m pytest -p no:cacheprovider -n 2 --dist loadgroup tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+	UFM_RUN_CACHE=$(CURDIR)/.test-runs UFM_FIGURES=$(CURDIR)/.test-figures $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 # speed targets, each printed as ratios measured side by side in one run (not part of the tests)
 bench: $(STAMP)

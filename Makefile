@@ -26,10 +26,14 @@ figures: $(STAMP)
 
 # nbval re-executes every notebook and compares the cells marked NBVAL_CHECK_OUTPUT with their committed outputs;
 # the figures the notebooks draw meanwhile go to .test-figures/, so the test command never rewrites figures/;
-# the notebooks share one run cache, emptied first (a run two notebooks need is trained once, by the current code)
+# the notebooks share one run cache, emptied first (a run two notebooks need is trained once, by the current code);
+# the unit tests (one thread) run beside the notebooks, their report printed after the notebooks'
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 test: $(STAMP)
-	rm -rf .test-runs
-	UFM_RUN_CACHE=$(CURDIR)/.test-runs UFM_FIGURES=$(CURDIR)/.test-figures $(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+	rm -rf .test-runs .test-unit.log
+	UFM_FIGURES=$(CURDIR)/.test-figures $(PY) -m pytest -p no:cacheprovider tests > .test-unit.log 2>&1 & unit=$$!; \
+	UFM_RUN_CACHE=$(CURDIR)/.test-runs UFM_FIGURES=$(CURDIR)/.test-figures $(PY) -m pytest -p no:cacheprovider notebooks $(NBVAL); nb=$$?; \
+	wait $$unit; u=$$?; cat .test-unit.log; echo "unit tests: exit $$u; notebooks: exit $$nb"; test $$u -eq 0 -a $$nb -eq 0
 
 # speed targets, each printed as ratios measured side by side in one run (not part of the tests)
 bench: $(STAMP)

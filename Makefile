@@ -24,16 +24,12 @@ setup: $(STAMP)
 figures: $(STAMP)
 	$(PY) scripts/run_notebooks.py --profile $(PROFILE)
 
-# nbval re-executes every notebook and compares the cells marked NBVAL_CHECK_OUTPUT with their committed outputs;
-# the figures the notebooks draw meanwhile go to .test-figures/, so the test command never rewrites figures/;
-# the notebooks share one run cache, emptied first (a run two notebooks need is trained once, by the current code);
-# the unit tests (one thread) run beside the notebooks, their report printed after the notebooks'
-NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+# the tests: three pytest processes side by side (scripts/run_tests.py): the unit tests; the notebooks that share
+# training runs (02, 06, 07) in order; the other notebooks. nbval re-executes every notebook and compares the
+# cells marked NBVAL_CHECK_OUTPUT with their committed outputs; figures go to .test-figures/ (never figures/),
+# runs to one fresh cache .test-runs/ (a run two notebooks need is trained once, by the current code)
 test: $(STAMP)
-	rm -rf .test-runs .test-unit.log
-	UFM_FIGURES=$(CURDIR)/.test-figures $(PY) -m pytest -p no:cacheprovider tests > .test-unit.log 2>&1 & unit=$$!; \
-	UFM_RUN_CACHE=$(CURDIR)/.test-runs UFM_FIGURES=$(CURDIR)/.test-figures $(PY) -m pytest -p no:cacheprovider notebooks $(NBVAL); nb=$$?; \
-	wait $$unit; u=$$?; cat .test-unit.log; echo "unit tests: exit $$u; notebooks: exit $$nb"; test $$u -eq 0 -a $$nb -eq 0
+	$(PY) scripts/run_tests.py
 
 # speed targets, each printed as ratios measured side by side in one run (not part of the tests)
 bench: $(STAMP)

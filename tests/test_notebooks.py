@@ -4,6 +4,7 @@ table makes the test command fail (checked on a small notebook, with the project
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -15,6 +16,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def _test_command():
+    """``scripts/run_tests.py``, the test command, as a module."""
+    spec = importlib.util.spec_from_file_location("run_tests", ROOT / "scripts" / "run_tests.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _code_cells(path: Path) -> list[dict]:
@@ -58,9 +67,34 @@ def test_a_stale_checked_table_fails_the_test_command(tmp_path):
     def nbval(committed: str) -> int:
         cell["outputs"] = [{"name": "stdout", "output_type": "stream", "text": [committed]}]
         (tmp_path / "t.ipynb").write_text(json.dumps(nb))
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "t.ipynb"), "--nbval-lax",
-               "--nbval-current-env", "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg")]
-        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, timeout=300).returncode
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "t.ipynb")] + nbval_options
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=300).returncode
+
+    nbval_options = _test_command().NBVAL  # the options the test command passes (paths from the repository root)
 
     assert nbval("mean 2.0000\n") == 0
     assert nbval("mean 2.0001\n") != 0  # a committed number that the code no longer produces
+
+
+def test_the_test_command_runs_every_notebook_once_with_shared_runs_in_one_ordered_stream():
+    """Notebooks that read each other's runs from the cache run in one process, in file order; no notebook is
+    left out or run twice."""
+    tc = _test_command()
+    streams = tc.notebook_streams(NOTEBOOKS)
+    names = [p.name for s in streams.values() for p in s]
+    assert sorted(names) == [p.name for p in NOTEBOOKS] and len(set(names)) == len(names)
+    shared = [p.name for p in streams["notebooks-shared"]]
+    assert shared == sorted(shared) and [n[:3] for n in shared] == list(tc.SHARED_RUNS)
+    cmds = tc.commands()
+    assert set(cmds) == {"unit", "notebooks-shared", "notebooks"}
+    for name in ("notebooks-shared", "notebooks"):
+        assert cmds[name][-len(tc.NBVAL):] == tc.NBVAL
+
+
+def test_the_test_command_fails_when_one_stream_fails(tmp_path):
+    tc = _test_command()
+    cmds = {"ok": [sys.executable, "-c", "print('fine')"],
+            "bad": [sys.executable, "-c", "import sys; print('broken'); sys.exit(3)"]}
+    done = tc.run_streams(cmds, tmp_path, dict(__import__("os").environ))
+    assert {k: rc for k, (rc, _) in done.items()} == {"ok": 0, "bad": 3}
+    assert (tmp_path / "bad.log").read_text().strip() == "broken"

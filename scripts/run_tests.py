@@ -1,0 +1,106 @@
+"""The test command (``make test``): the unit tests and the notebooks under nbval, in parallel streams.
+
+    python scripts/run_tests.py
+
+One notebook at a time leaves a core of this 2-core machine idle for a fifth of the run (single-threaded UFM
+loops, kernel starts, plots, the last run of a study; theory/deep-experiments.md, section 7, has the numbers).
+So three pytest processes run side by side, each in its own stream:
+
+* ``unit``: ``pytest tests``;
+* ``notebooks-shared``: the notebooks that share training runs through the run cache (:data:`SHARED_RUNS`), in
+  file order in one process, so that a run they have in common is trained once and read from the cache after;
+* ``notebooks``: every other notebook, in file order.
+
+The notebook streams run nbval with the project's options (``--nbval-lax``: the cells marked
+``# NBVAL_CHECK_OUTPUT`` are compared with their committed outputs, sanitised by ``tests/nbval_sanitize.cfg``),
+share one fresh run cache (``.test-runs/``) and draw their figures into ``.test-figures/``, never ``figures/``.
+Every stream fixes its thread counts, so running side by side changes no printed number, only the time.
+A stream's report goes to ``.test-logs/<stream>.log``; all are printed whole once every stream has ended, then one
+line per stream (exit status, wall time). The exit status is 0 only when every stream passed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# notebooks that read each other's runs from the cache: 02's SCL arm at R = 10 is 06's tau = 0.15, and 07's
+# three temperatures are three of 06's; in one stream, in this order, each shared run is trained once
+SHARED_RUNS = ("02_", "06_", "07_")
+NBVAL = ["--nbval-lax", "--nbval-current-env", "--nbval-sanitize-with", "tests/nbval_sanitize.cfg"]
+
+
+def notebook_streams(notebooks: list[Path]) -> dict[str, list[Path]]:
+    """The notebooks split into the two notebook streams, each in file order (empty streams left out).
+
+    Args:
+        notebooks: the notebooks to test.
+
+    Returns:
+        ``{"notebooks-shared": [...], "notebooks": [...]}``: those whose name starts with a prefix of
+        :data:`SHARED_RUNS`, and the rest.
+    """
+    ordered = sorted(notebooks, key=lambda p: p.name)
+    shared = [p for p in ordered if p.name.startswith(SHARED_RUNS)]
+    rest = [p for p in ordered if not p.name.startswith(SHARED_RUNS)]
+    return {name: nbs for name, nbs in (("notebooks-shared", shared), ("notebooks", rest)) if nbs}
+
+
+def commands(python: str = sys.executable) -> dict[str, list[str]]:
+    """The pytest command line of every stream, run from the repository root."""
+    pytest = [python, "-m", "pytest", "-p", "no:cacheprovider"]
+    cmds = {"unit": pytest + ["tests"]}
+    nbs = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    for name, stream in notebook_streams(nbs).items():
+        cmds[name] = pytest + [str(p.relative_to(ROOT)) for p in stream] + NBVAL
+    return cmds
+
+
+def run_streams(cmds: dict[str, list[str]], logs: Path, env: dict[str, str]) -> dict[str, tuple[int, float]]:
+    """Start every stream at once, each writing to ``logs/<stream>.log``; wait for all of them.
+
+    Returns:
+        ``{stream: (exit status, wall seconds)}``. An interrupt stops every stream that is still running.
+    """
+    logs.mkdir(parents=True, exist_ok=True)
+    procs, t0, done = {}, time.time(), {}
+    try:
+        for name, cmd in cmds.items():
+            with open(logs / f"{name}.log", "wb") as out:
+                procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        while len(done) < len(procs):
+            for name, p in procs.items():
+                if name not in done and p.poll() is not None:
+                    done[name] = (p.returncode, time.time() - t0)
+                    print(f"[test] {name}: exit {p.returncode} after {done[name][1]:.0f} s", flush=True)
+            time.sleep(1.0)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+    return done
+
+
+def main() -> int:
+    for folder in (".test-runs", ".test-logs"):
+        shutil.rmtree(ROOT / folder, ignore_errors=True)
+    env = dict(os.environ, UFM_FIGURES=str(ROOT / ".test-figures"), UFM_RUN_CACHE=str(ROOT / ".test-runs"))
+    cmds = commands()
+    print(f"[test] {len(cmds)} streams side by side: {', '.join(cmds)}; reports in .test-logs/", flush=True)
+    done = run_streams(cmds, ROOT / ".test-logs", env)
+    for name in cmds:
+        print(f"\n{'=' * 30} {name} {'=' * 30}", flush=True)
+        sys.stdout.write((ROOT / ".test-logs" / f"{name}.log").read_text(errors="replace"))
+    print()
+    for name, (rc, wall) in done.items():
+        print(f"[test] {name:<17} {'passed' if rc == 0 else f'FAILED (exit {rc})':<16} {wall / 60:5.1f} min")
+    return 0 if all(rc == 0 for rc, _ in done.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

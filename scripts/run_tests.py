@@ -4,11 +4,11 @@
 
 One notebook at a time leaves a core of this 2-core machine idle for a fifth of the run (single-threaded UFM
 loops, kernel starts, plots, the last run of a study; theory/deep-experiments.md, section 7, has the numbers).
-So three pytest processes run side by side, each in its own stream:
+So four pytest processes run side by side, each a stream of about the same length:
 
 * ``unit``: ``pytest tests``;
-* ``notebooks-shared``: the notebooks that share training runs through the run cache (:data:`SHARED_RUNS`), in
-  file order in one process, so that a run they have in common is trained once and read from the cache after;
+* ``notebooks-02``, ``notebooks-06-07``: the streams of :data:`STREAMS`. Notebook 07 reads its 15 SCL runs from the
+  run cache, where notebook 06 put them, so it runs after 06 in one process;
 * ``notebooks``: every other notebook, in file order.
 
 The notebook streams run nbval with the project's options (``--nbval-lax``: the cells marked
@@ -23,38 +23,42 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# notebooks that read each other's runs from the cache: 02's SCL arm at R = 10 is 06's tau = 0.15, and 07's
-# three temperatures are three of 06's; in one stream, in this order, each shared run is trained once
-SHARED_RUNS = ("02_", "06_", "07_")
+# the notebook streams besides the rest, by name prefix, each run in this order: 07's three temperatures are three
+# of 06's runs, so 07 follows 06 and reads them from the cache. 02's SCL arm at R = 10 is 06's tau = 0.15: the
+# stream that gets there first trains those 5 runs (a study reads the cache when it starts), in the worst case
+# both do, which costs time, never a different number
+STREAMS = {"notebooks-02": ("02_",), "notebooks-06-07": ("06_", "07_")}
 NBVAL = ["--nbval-lax", "--nbval-current-env", "--nbval-sanitize-with", "tests/nbval_sanitize.cfg"]
 
 
 def notebook_streams(notebooks: list[Path]) -> dict[str, list[Path]]:
-    """The notebooks split into the two notebook streams, each in file order (empty streams left out).
+    """The notebooks split into streams, each in file order (empty streams left out).
 
     Args:
         notebooks: the notebooks to test.
 
     Returns:
-        ``{"notebooks-shared": [...], "notebooks": [...]}``: those whose name starts with a prefix of
-        :data:`SHARED_RUNS`, and the rest.
+        ``{stream: [notebooks]}``: one entry per stream of :data:`STREAMS` (the notebooks whose name starts
+        with one of its prefixes), then ``"notebooks"``, the rest.
     """
     ordered = sorted(notebooks, key=lambda p: p.name)
-    shared = [p for p in ordered if p.name.startswith(SHARED_RUNS)]
-    rest = [p for p in ordered if not p.name.startswith(SHARED_RUNS)]
-    return {name: nbs for name, nbs in (("notebooks-shared", shared), ("notebooks", rest)) if nbs}
+    streams = {name: [p for p in ordered if p.name.startswith(prefixes)] for name, prefixes in STREAMS.items()}
+    taken = {p for nbs in streams.values() for p in nbs}
+    streams["notebooks"] = [p for p in ordered if p not in taken]
+    return {name: nbs for name, nbs in streams.items() if nbs}
 
 
 def commands(python: str = sys.executable) -> dict[str, list[str]]:
     """The pytest command line of every stream, run from the repository root."""
     pytest = [python, "-m", "pytest", "-p", "no:cacheprovider"]
-    cmds = {"unit": pytest + ["tests"]}
+    cmds = {"unit": pytest + ["tests", "--durations=10"]}
     nbs = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
     for name, stream in notebook_streams(nbs).items():
         cmds[name] = pytest + [str(p.relative_to(ROOT)) for p in stream] + NBVAL
@@ -65,14 +69,16 @@ def run_streams(cmds: dict[str, list[str]], logs: Path, env: dict[str, str]) -> 
     """Start every stream at once, each writing to ``logs/<stream>.log``; wait for all of them.
 
     Returns:
-        ``{stream: (exit status, wall seconds)}``. An interrupt stops every stream that is still running.
+        ``{stream: (exit status, wall seconds)}``. An interrupt stops every stream that is still running, with
+        the kernels and study workers it started (each stream is a process group of its own).
     """
     logs.mkdir(parents=True, exist_ok=True)
     procs, t0, done = {}, time.time(), {}
     try:
         for name, cmd in cmds.items():
             with open(logs / f"{name}.log", "wb") as out:
-                procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+                procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                               start_new_session=True)
         while len(done) < len(procs):
             for name, p in procs.items():
                 if name not in done and p.poll() is not None:
@@ -80,10 +86,18 @@ def run_streams(cmds: dict[str, list[str]], logs: Path, env: dict[str, str]) -> 
                     print(f"[test] {name}: exit {p.returncode} after {done[name][1]:.0f} s", flush=True)
             time.sleep(1.0)
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
+        for name, p in procs.items():
+            if name not in done:
+                _stop_group(p)
     return done
+
+
+def _stop_group(p: subprocess.Popen) -> None:
+    """Terminate the process group of ``p`` (its kernels and workers too), whether or not ``p`` itself ended."""
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
 
 
 def main() -> int:

@@ -76,18 +76,18 @@ def test_a_stale_checked_table_fails_the_test_command(tmp_path):
     assert nbval("mean 2.0001\n") != 0  # a committed number that the code no longer produces
 
 
-def test_the_test_command_runs_every_notebook_once_with_shared_runs_in_one_ordered_stream():
-    """Notebooks that read each other's runs from the cache run in one process, in file order; no notebook is
-    left out or run twice."""
+def test_the_test_command_runs_every_notebook_once_and_07_after_06():
+    """Notebook 07 reads notebook 06's runs from the cache: both in one stream, 06 first; no notebook is left out
+    or run twice, and every notebook stream runs nbval with the project's options."""
     tc = _test_command()
     streams = tc.notebook_streams(NOTEBOOKS)
     names = [p.name for s in streams.values() for p in s]
     assert sorted(names) == [p.name for p in NOTEBOOKS] and len(set(names)) == len(names)
-    shared = [p.name for p in streams["notebooks-shared"]]
-    assert shared == sorted(shared) and [n[:3] for n in shared] == list(tc.SHARED_RUNS)
+    assert [p.name[:3] for p in streams["notebooks-06-07"]] == ["06_", "07_"]
+    assert all(s == sorted(s) for s in streams.values())
     cmds = tc.commands()
-    assert set(cmds) == {"unit", "notebooks-shared", "notebooks"}
-    for name in ("notebooks-shared", "notebooks"):
+    assert set(cmds) == {"unit", "notebooks", *tc.STREAMS}
+    for name in set(cmds) - {"unit"}:
         assert cmds[name][-len(tc.NBVAL):] == tc.NBVAL
 
 

@@ -411,3 +411,29 @@ def test_a_shared_run_cache_trains_each_computation_once(tiny, tmp_path, monkeyp
     third = run_study(StudySpec(tiny, "ci", grid={"lr": [0.1]}, seeds=1), tmp_path / "c", jobs=1, threads=2,
                       progress=False)
     assert len(third.last_outcomes) == 1 and len(list(cache.iterdir())) == 4
+
+
+def test_a_worker_reads_a_run_finished_beside_it_and_shares_its_own_at_once(tiny, tmp_path, monkeypatch):
+    """Two studies running side by side (the test command's streams): the worker looks in the cache just before it
+    trains, and puts a run there as soon as it is complete, not at the end of its study."""
+    import ufm.train as train_module
+    from ufm.study.worker import execute_run
+
+    cache = tmp_path / "cache"
+    a = Study(StudySpec(tiny, "ci", grid={"lr": [0.1]}, seeds=1), tmp_path / "a")
+    a.prepare()
+    (task,) = a.tasks(a.runs, threads=1, cache=cache)
+    assert execute_run(task).status == "complete"
+    assert [p.name for p in cache.iterdir()] == [task.cache_key]  # stored by the worker itself
+    b = Study(StudySpec(tiny, "ci", grid={"lr": [0.1, 0.2]}, seeds=1), tmp_path / "b")
+    b.prepare()
+    shared = b.tasks(b.runs, threads=1, cache=cache)[0]
+    assert shared.cache_key == task.cache_key
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a run the cache holds complete was trained again")
+
+    monkeypatch.setattr(train_module, "train", no_training)
+    outcome = execute_run(shared)
+    assert outcome.status == "complete" and outcome.epochs_done == shared.config["epochs"]
+    assert _strip(read_metrics(Path(shared.run_dir))) == _strip(read_metrics(Path(task.run_dir)))

@@ -107,8 +107,11 @@ class Study:
                              "use another study folder")
 
     # ------------------------------------------------------------------ running
-    def tasks(self, runs: list[RunSpec], threads: int) -> list[RunTask]:
-        return [RunTask(r.run_id, str(self.run_dir(r)), r.config.replace(progress=False).to_dict(), threads)
+    def tasks(self, runs: list[RunSpec], threads: int, cache: Path | None = None) -> list[RunTask]:
+        """One worker task per run (with the run cache's folder and the run's key there, if a cache is used)."""
+        return [RunTask(r.run_id, str(self.run_dir(r)), r.config.replace(progress=False).to_dict(), threads,
+                        None if cache is None else str(cache),
+                        None if cache is None else cache_key(r.config, threads))
                 for r in runs]
 
     def run(self, backend: str = "local", *, jobs: int | None = None, threads: int | None = None,
@@ -138,7 +141,7 @@ class Study:
             bar = RunProgress(len(todo), enabled=progress)
             outcomes = []
             try:
-                for outcome in executor.run(self.tasks(todo, executor.threads), on_start=bar.started):
+                for outcome in executor.run(self.tasks(todo, executor.threads, cache), on_start=bar.started):
                     bar.finished(outcome)
                     outcomes.append(outcome)
             finally:

@@ -22,12 +22,15 @@ ERROR_FILE = "error.txt"
 
 @dataclass(frozen=True)
 class RunTask:
-    """What a worker needs: the run's id and folder, its resolved config (a dict), its torch threads."""
+    """What a worker needs: the run's id and folder, its resolved config (a dict), its torch threads, and the
+    run cache shared with other studies (its folder and this run's key; ``None``: no cache)."""
 
     run_id: str
     run_dir: str
     config: dict
     threads: int
+    cache: str | None = None
+    cache_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,13 +49,22 @@ class RunOutcome:
 
 
 def execute_run(task: RunTask) -> RunOutcome:
-    """Train (or resume, or find complete) one run with ``task.threads`` threads; never raises."""
+    """Train (or resume, or find complete) one run with ``task.threads`` threads; never raises.
+
+    With a cache, the worker looks there once more just before it trains (a study running beside this one may
+    have completed the run since this study started) and stores the run there as soon as it is complete, so
+    that the other studies find it without waiting for the end of this one.
+    """
+    from ufm.study.cache import fetch_run, store_run
     from ufm.train import TrainConfig, train
 
     set_threads(task.threads)
     out = Path(task.run_dir)
     t0 = time.time()
     host = os.uname().nodename if hasattr(os, "uname") else ""
+    cache = Path(task.cache) if task.cache is not None and task.cache_key is not None else None
+    if cache is not None and fetch_run(cache, task.cache_key, out, task.config["epochs"]):
+        return RunOutcome(task.run_id, "complete", time.time() - t0, task.config["epochs"], None, host)
     try:
         rows = train(TrainConfig(**task.config), out, log=None)
     except Exception as err:  # noqa: BLE001 - a failed run is an outcome of the study, not a crash of it
@@ -63,6 +75,8 @@ def execute_run(task: RunTask) -> RunOutcome:
     (out / ERROR_FILE).unlink(missing_ok=True)
     done = len(rows)
     status = "complete" if done >= task.config["epochs"] else "failed"
+    if status == "complete" and cache is not None:
+        store_run(cache, task.cache_key, out)
     return RunOutcome(task.run_id, status, time.time() - t0, done, None if status == "complete" else "stopped early", host)
 
 

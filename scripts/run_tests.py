@@ -100,19 +100,38 @@ def _stop_group(p: subprocess.Popen) -> None:
         pass
 
 
+def machine_busy() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine since boot, summed over its cores, from /proc/stat
+    (None where there is none): two readings give how much of the machine a command kept busy."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(v) for v in fields[:8]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
 def main() -> int:
     for folder in (".test-runs", ".test-logs"):
         shutil.rmtree(ROOT / folder, ignore_errors=True)
     env = dict(os.environ, UFM_FIGURES=str(ROOT / ".test-figures"), UFM_RUN_CACHE=str(ROOT / ".test-runs"))
     cmds = commands()
     print(f"[test] {len(cmds)} streams side by side: {', '.join(cmds)}; reports in .test-logs/", flush=True)
+    before = machine_busy()
     done = run_streams(cmds, ROOT / ".test-logs", env)
+    after = machine_busy()
     for name in cmds:
         print(f"\n{'=' * 30} {name} {'=' * 30}", flush=True)
         sys.stdout.write((ROOT / ".test-logs" / f"{name}.log").read_text(errors="replace"))
     print()
     for name, (rc, wall) in done.items():
         print(f"[test] {name:<17} {'passed' if rc == 0 else f'FAILED (exit {rc})':<16} {wall / 60:5.1f} min")
+    if before and after:  # every process on the machine counts, not only the test command's
+        busy, total = after[0] - before[0], after[1] - before[1]
+        print(f"[test] the machine's {os.cpu_count()} cores were busy {busy:.0f} of {total:.0f} core-seconds "
+              f"({busy / max(total, 1e-9):.0%}) while the streams ran")
     return 0 if all(rc == 0 for rc, _ in done.values()) else 1
 
 

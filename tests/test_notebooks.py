@@ -98,3 +98,13 @@ def test_the_test_command_fails_when_one_stream_fails(tmp_path):
     done = tc.run_streams(cmds, tmp_path, dict(__import__("os").environ))
     assert {k: rc for k, (rc, _) in done.items()} == {"ok": 0, "bad": 3}
     assert (tmp_path / "bad.log").read_text().strip() == "broken"
+
+
+def test_the_test_command_reads_how_busy_the_machine_was():
+    tc = _test_command()
+    before = tc.machine_busy()
+    if before is None:
+        pytest.skip("no /proc/stat on this system")
+    sum(i * i for i in range(300_000))
+    after = tc.machine_busy()
+    assert 0 <= after[0] - before[0] <= after[1] - before[1]

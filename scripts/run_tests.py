@@ -2,14 +2,15 @@
 
     python scripts/run_tests.py
 
-One notebook at a time leaves a core of this 2-core machine idle for a fifth of the run (single-threaded UFM
-loops, kernel starts, plots, the last run of a study; theory/deep-experiments.md, section 7, has the numbers).
-So four pytest processes run side by side, each a stream of about the same length:
+Two pytest processes run side by side, one per core of this 2-core machine:
 
-* ``unit``: ``pytest tests``;
-* ``notebooks-02``, ``notebooks-06-07``: the streams of :data:`STREAMS`. Notebook 07 reads its 15 SCL runs from the
-  run cache, where notebook 06 put them, so it runs after 06 in one process;
-* ``notebooks``: every other notebook, in file order.
+* ``unit``: ``pytest tests`` (single-threaded, about 4.5 minutes);
+* ``notebooks``: every notebook in file order, so that a run two notebooks share is trained by the first and read
+  from the run cache by the next (07 reads 06's runs, 06 reads 02's); each study in them runs 2 workers.
+
+:data:`STREAMS` can split notebooks off into streams of their own. Four streams (the unit tests; 02; 06 then 07;
+the rest) kept both cores busy all along but did not make the command faster here: more processes than cores
+cost CPU time of their own (theory/deep-experiments.md, section 7, has the measurements), so it is empty.
 
 The notebook streams run nbval with the project's options (``--nbval-lax``: the cells marked
 ``# NBVAL_CHECK_OUTPUT`` are compared with their committed outputs, sanitised by ``tests/nbval_sanitize.cfg``),
@@ -30,11 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# the notebook streams besides the rest, by name prefix, each run in this order: 07's three temperatures are three
-# of 06's runs, so 07 follows 06 and reads them from the cache. 02's SCL arm at R = 10 is 06's tau = 0.15: the
-# stream that gets there first trains those 5 runs (a study reads the cache when it starts), in the worst case
-# both do, which costs time, never a different number
-STREAMS = {"notebooks-02": ("02_",), "notebooks-06-07": ("06_", "07_")}
+# notebook streams besides the rest, by name prefix, e.g. {"notebooks-02": ("02_",), "notebooks-06-07": ("06_", "07_")};
+# notebooks that read each other's runs from the cache (02 -> 06 -> 07) belong in one stream, in this order
+STREAMS: dict[str, tuple[str, ...]] = {}
 NBVAL = ["--nbval-lax", "--nbval-current-env", "--nbval-sanitize-with", "tests/nbval_sanitize.cfg"]
 
 

@@ -76,19 +76,25 @@ def test_a_stale_checked_table_fails_the_test_command(tmp_path):
     assert nbval("mean 2.0001\n") != 0  # a committed number that the code no longer produces
 
 
-def test_the_test_command_runs_every_notebook_once_and_07_after_06():
-    """Notebook 07 reads notebook 06's runs from the cache: both in one stream, 06 first; no notebook is left out
-    or run twice, and every notebook stream runs nbval with the project's options."""
+def test_the_test_command_runs_every_notebook_once_and_07_after_06(monkeypatch):
+    """Notebook 07 reads notebook 06's runs from the cache (and 06 reads 02's): one stream, in that order, with
+    the default streams and with notebooks split off; no notebook left out or run twice; nbval's options on
+    every notebook stream."""
     tc = _test_command()
-    streams = tc.notebook_streams(NOTEBOOKS)
-    names = [p.name for s in streams.values() for p in s]
-    assert sorted(names) == [p.name for p in NOTEBOOKS] and len(set(names)) == len(names)
-    assert [p.name[:3] for p in streams["notebooks-06-07"]] == ["06_", "07_"]
-    assert all(s == sorted(s) for s in streams.values())
-    cmds = tc.commands()
-    assert set(cmds) == {"unit", "notebooks", *tc.STREAMS}
-    for name in set(cmds) - {"unit"}:
-        assert cmds[name][-len(tc.NBVAL):] == tc.NBVAL
+    split = {"notebooks-02": ("02_",), "notebooks-06-07": ("06_", "07_")}
+    for streams_conf in ({}, split):
+        monkeypatch.setattr(tc, "STREAMS", streams_conf)
+        streams = tc.notebook_streams(NOTEBOOKS)
+        names = [p.name for s in streams.values() for p in s]
+        assert sorted(names) == [p.name for p in NOTEBOOKS] and len(set(names)) == len(names)
+        (home,) = [s for s in streams.values() if any(p.name.startswith("06_") for p in s)]
+        order = [p.name[:3] for p in home]
+        assert "07_" in order and order.index("06_") < order.index("07_")
+        assert all(s == sorted(s) for s in streams.values())
+        cmds = tc.commands()
+        assert set(cmds) == {"unit", "notebooks", *streams_conf}
+        for name in set(cmds) - {"unit"}:
+            assert cmds[name][-len(tc.NBVAL):] == tc.NBVAL
 
 
 def test_the_test_command_fails_when_one_stream_fails(tmp_path):

@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_gd.py --threads 1
 	$(PY) benchmarks/bench_training.py --threads 1
 	$(PY) benchmarks/bench_study.py
+	$(PY) benchmarks/bench_shared_views.py
 
 clean-venv:
 	rm -rf $(VENV)

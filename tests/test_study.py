@@ -437,3 +437,15 @@ def test_a_worker_reads_a_run_finished_beside_it_and_shares_its_own_at_once(tiny
     outcome = execute_run(shared)
     assert outcome.status == "complete" and outcome.epochs_done == shared.config["epochs"]
     assert _strip(read_metrics(Path(shared.run_dir))) == _strip(read_metrics(Path(task.run_dir)))
+
+
+def test_a_worker_that_cannot_write_the_cache_still_returns_its_complete_run(tiny, tmp_path):
+    from ufm.study.worker import execute_run
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    study = Study(StudySpec(tiny, "ci", grid={"lr": [0.1]}, seeds=1), tmp_path / "s")
+    study.prepare()
+    (task,) = study.tasks(study.runs, threads=1, cache=blocked)
+    outcome = execute_run(task)  # never raises: the store error is the driver's to report
+    assert outcome.status == "complete" and outcome.epochs_done == task.config["epochs"]

@@ -5,8 +5,8 @@ Studies in different folders often hold the same run: notebook 02's SCL arm at R
 (``run_study(..., cache=DIR)``, or the environment variable ``UFM_RUN_CACHE``), a study looks there before
 training a run, copies a complete run of the same computation into its own folder instead of training it, and
 stores every run it completes: its worker stores the run as soon as it is complete, and looks in the cache once
-more just before it trains, so that studies running side by side (the test command's streams) share runs while
-they run, not only at their ends. The test command and the figures job give each invocation one fresh cache, so
+more just before it trains, so that studies running at the same time (two notebooks executed at once, say) share
+runs while they run, not only at their ends. The test command and the figures job give each invocation one fresh cache, so
 every number still comes from the current code, computed once.
 
 The key is :func:`ufm.study.spec.run_hash` (every config field that decides what the run computes) plus the

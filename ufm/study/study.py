@@ -156,7 +156,8 @@ class Study:
         return [r for r in runs if not fetch_run(cache, cache_key(r.config, threads), self.run_dir(r), r.config.epochs)]
 
     def _to_cache(self, runs: list[RunSpec], outcomes: list[RunOutcome], cache, threads: int) -> None:
-        """Store the runs of ``runs`` that this call completed."""
+        """Store the runs of ``runs`` that this call completed (a local worker has stored them already, unless it
+        could not write there: a store error surfaces here, in the driver)."""
         if cache is None:
             return
         done = {o.run_id for o in outcomes if o.status == "complete"}

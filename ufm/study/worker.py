@@ -76,7 +76,10 @@ def execute_run(task: RunTask) -> RunOutcome:
     done = len(rows)
     status = "complete" if done >= task.config["epochs"] else "failed"
     if status == "complete" and cache is not None:
-        store_run(cache, task.cache_key, out)
+        try:
+            store_run(cache, task.cache_key, out)
+        except OSError:  # the run is complete all the same; the study stores it again when it ends (and says why)
+            pass
     return RunOutcome(task.run_id, status, time.time() - t0, done, None if status == "complete" else "stopped early", host)
 
 

@@ -96,6 +96,9 @@ CASES = [
     pytest.param(["phase", "--loss", "nope", "--out", "{tmp}"], r"unknown loss 'nope'", id="phase-unknown-loss"),
     pytest.param(["phase", "--loss", "supcon", "--out", "{file}"], r"--out \S+afile exists and is not a directory", id="phase-out-is-a-file"),
     pytest.param(["phase", "--loss", "supcon", "--grid", "tau=1", "--out", "{tmp}"], r"unknown knob 'tau'", id="phase-unknown-knob"),
+    pytest.param(["phase", "--loss", "supcon", "--jobs", "0", "--out", "{tmp}"], r"--jobs must be >= 1, got 0", id="phase-jobs-0"),
+    pytest.param(["phase", "--loss", "supcon", "--jobs", "two", "--out", "{tmp}"],
+                 r"--jobs must be a number of worker processes >= 1, got 'two'", id="phase-jobs-not-a-number"),
 ]
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "epoch_seed",
     "random_batches",
     "epochs_of_batches",
+    "EpochBatcher",
     "epoch_batcher",
     "binding_examples",
     "bind",
@@ -221,21 +222,31 @@ def epochs_of_batches(
         e += 1
 
 
-def epoch_batcher(labels, batch_size: int, seed: int, binding: bool | np.ndarray = False,
-                  drop_last: bool = False):
-    """The batching of :func:`epochs_of_batches` as a function ``epoch -> list of batches`` (the form
+class EpochBatcher:
+    """The batching of :func:`epochs_of_batches` as a callable ``epoch -> list of batches`` (the form
     ``ufm.solvers.solve_gd`` takes for mini-batch training): epoch ``e`` is random batches with seed
     ``epoch_seed(seed, e)``, plus the binding examples (drawn once with ``seed``) when asked.
+
+    A class rather than a closure so that it pickles: a solve that holds one can run in a worker process
+    (:func:`ufm.parallel.run_parallel`).
     """
-    y = _labels(labels)
-    bs = _check_batch_size(batch_size)
-    seed = _check_seed(seed)
-    bnd = _resolve_binding(y, binding, seed)
 
-    def batches_of_epoch(epoch: int) -> list[np.ndarray]:
-        return _epoch_batches(y, bs, seed, epoch, drop_last, bnd)
+    def __init__(self, labels, batch_size: int, seed: int, binding: bool | np.ndarray = False,
+                 drop_last: bool = False):
+        self.labels = _labels(labels)
+        self.batch_size = _check_batch_size(batch_size)
+        self.seed = _check_seed(seed)
+        self.drop_last = bool(drop_last)
+        self.binding = _resolve_binding(self.labels, binding, self.seed)
 
-    return batches_of_epoch
+    def __call__(self, epoch: int) -> list[np.ndarray]:
+        return _epoch_batches(self.labels, self.batch_size, self.seed, epoch, self.drop_last, self.binding)
+
+
+def epoch_batcher(labels, batch_size: int, seed: int, binding: bool | np.ndarray = False,
+                  drop_last: bool = False) -> EpochBatcher:
+    """:class:`EpochBatcher` ``(labels, batch_size, seed, binding, drop_last)``: epoch ``e`` -> its batches."""
+    return EpochBatcher(labels, batch_size, seed, binding, drop_last)
 
 
 def _resolve_binding(y: np.ndarray, binding, seed: int) -> np.ndarray | None:

@@ -13,9 +13,12 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterable
 
 import pandas as pd
+
+from ufm.parallel import run_parallel
 
 __all__ = ["Knob", "PhaseLoss", "PHASE_LOSSES", "register_phase_loss", "get_phase_loss", "check_grid",
            "phase_table", "phase_tasks"]
@@ -172,8 +175,17 @@ def phase_tasks(spec: PhaseLoss, grid: dict[str, list], seeds) -> list[tuple[dic
     return [(p, s) for p in points for s in (seeds if _is_seeded(spec, {**defaults, **p}) else seeds[:1])]
 
 
+def _row(spec: PhaseLoss, point: dict, seed: int, measured: dict) -> dict:
+    """One row of the table: the cell's identity, its swept knobs and what it measured."""
+    clash = sorted(set(measured) & {"run_id", "seed", "epoch", "status", *point})
+    if clash:
+        raise RuntimeError(f"phase cell of {spec.name!r} returned reserved column(s) {clash}")
+    slug = ",".join(f"{k}={v}" for k, v in point.items()) or "default"
+    return {"run_id": f"{slug}/s{seed}", "seed": seed, "epoch": 0, "status": "complete", **point, **measured}
+
+
 def phase_table(loss: str | PhaseLoss, grid: dict[str, Iterable], seeds=1, relu: bool = False,
-                progress: Callable[[int, int, dict], None] | None = None) -> pd.DataFrame:
+                progress: Callable[[int, int, dict], None] | None = None, jobs: int = 1) -> pd.DataFrame:
     """Run every cell of ``grid`` (a product over the swept knobs) for every seed.
 
     Args:
@@ -182,6 +194,8 @@ def phase_table(loss: str | PhaseLoss, grid: dict[str, Iterable], seeds=1, relu:
         seeds: a count (seeds 0..n-1) or a list; an unseeded cell runs the first seed only.
         relu: non-negative features (post-ReLU), for the losses where it matters.
         progress: called as ``progress(done, total, cell params)`` after each cell.
+        jobs: worker processes that run the cells (:func:`ufm.parallel.run_parallel`: one thread each, the
+            table that ``jobs=1`` gives in a process of one thread); the cell function must then pickle.
 
     Returns:
         One row per (grid point, seed): ``run_id``, ``seed``, ``epoch`` (0), ``status`` ("complete"),
@@ -191,17 +205,16 @@ def phase_table(loss: str | PhaseLoss, grid: dict[str, Iterable], seeds=1, relu:
     grid = check_grid(spec, grid)
     defaults = {k.name: k.default for k in spec.knobs}
     tasks = phase_tasks(spec, grid, seeds)
-    rows, total = [], len(tasks)
-    for i, (point, seed) in enumerate(tasks):
-        measured = spec.cell(seed=seed, relu=bool(relu), **{**defaults, **point})
-        clash = sorted(set(measured) & {"run_id", "seed", "epoch", "status", *point})
-        if clash:
-            raise RuntimeError(f"phase cell of {spec.name!r} returned reserved column(s) {clash}")
-        slug = ",".join(f"{k}={v}" for k, v in point.items()) or "default"
-        rows.append({"run_id": f"{slug}/s{seed}", "seed": seed, "epoch": 0, "status": "complete", **point,
-                     **measured})
+    calls = [partial(spec.cell, seed=seed, relu=bool(relu), **{**defaults, **point}) for point, seed in tasks]
+    done = []
+
+    def report(i: int) -> None:
+        done.append(i)
         if progress is not None:
-            progress(i + 1, total, point)
+            progress(len(done), len(tasks), tasks[i][0])
+
+    measured = run_parallel(calls, jobs=jobs, on_done=report)
+    rows = [_row(spec, point, seed, m) for (point, seed), m in zip(tasks, measured)]
     df = pd.DataFrame(rows)
     df.attrs["keys"] = list(grid)
     df.attrs["loss"] = spec.name

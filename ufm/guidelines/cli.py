@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ufm.guidelines.base import PHASE_LOSSES, check_grid, get_phase_loss, phase_table, phase_tasks
-from ufm.study.cli import _seeds  # the same --seeds parser as sweep
+from ufm.study.cli import _count_parser, _seeds  # the same --seeds parser as sweep
 
 TABLE_FILE = "phase.csv"
 
@@ -156,7 +156,7 @@ def run_phase(args) -> int:
         bar.finished(SimpleNamespace(status="complete", run_id=",".join(f"{k}={v}" for k, v in point.items())))
 
     try:
-        df = phase_table(spec, grid, seeds=args.seeds, relu=args.relu, progress=progress)
+        df = phase_table(spec, grid, seeds=args.seeds, relu=args.relu, progress=progress, jobs=args.jobs)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -183,6 +183,8 @@ def register(subparsers) -> None:
                    help="a swept knob and its values (repeat for more knobs)")
     p.add_argument("--seeds", type=_seeds, default=1, help="seeds per cell (exact cells run once)")
     p.add_argument("--relu", action="store_true", help="non-negative (post-ReLU) features")
+    p.add_argument("--jobs", type=_count_parser("--jobs", "worker processes"), default=1, metavar="J",
+                   help="worker processes of one thread each, for the cells (default 1: this process)")
     p.add_argument("--out", required=True, help="folder for phase.csv and the heatmaps")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress report")

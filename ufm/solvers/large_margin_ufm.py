@@ -21,6 +21,7 @@ table, one row per run, with the cross-entropy-alone feature norm of the same se
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ import torch
 from ufm._checks import check_int
 from ufm.geometry.margins import boundary_distances
 from ufm.losses.large_margin import LargeMarginDiscriminativeLoss
+from ufm.parallel import run_parallel
 from ufm.solvers.free_features import train_free_features
 from ufm.stats import mean_ci
 
@@ -114,7 +116,7 @@ def _seed_list(seeds) -> list[int]:
 
 
 def large_margin_phase(delta_v=(0.25, 1.0), ratio=(0.5, 1.0, 1.5, 2.0, 3.0), lam=(1.0, 10.0, 100.0), gamma=(1e-3,),
-                       seeds=5, steps: int = 400, **run_kwargs) -> pd.DataFrame:
+                       seeds=5, steps: int = 400, jobs: int = 1, **run_kwargs) -> pd.DataFrame:
     """The UFM phase diagram of ``CE + lam L_dis``: one row per (delta_v, ratio, lam, gamma, seed).
 
     Args:
@@ -122,6 +124,8 @@ def large_margin_phase(delta_v=(0.25, 1.0), ratio=(0.5, 1.0, 1.5, 2.0, 3.0), lam
         gamma: centre-norm weights. seeds: a count (``0 .. seeds-1``) or the seeds themselves.
         steps: optimiser steps per run. run_kwargs: passed to :func:`large_margin_ufm_run` (``per_class``,
             ``dim``, ``lr``, ``momentum``, ...).
+        jobs: worker processes (:func:`ufm.parallel.run_parallel`; one thread each: the table that ``jobs=1``
+            gives in a process of one thread).
 
     Returns:
         A DataFrame with the knobs, ``delta_d``, ``train_acc``, ``min_margin``, ``margin_over_dv``
@@ -130,16 +134,19 @@ def large_margin_phase(delta_v=(0.25, 1.0), ratio=(0.5, 1.0, 1.5, 2.0, 3.0), lam
         feature scale) and ``dv_over_scale`` (= delta_v / ce_feature_norm).
     """
     seeds = _seed_list(seeds)
-    scale = {s: large_margin_ufm_run(1.0, 1.0, 0.0, 0.0, steps=steps, seed=s, record_every=steps,
-                                     **run_kwargs)["feature_norm"] for s in seeds}
+    run = partial(large_margin_ufm_run, steps=steps, record_every=steps, **run_kwargs)
+    cells = list(itertools.product(delta_v, ratio, lam, gamma, seeds))
+    calls = [partial(run, 1.0, 1.0, 0.0, 0.0, seed=s) for s in seeds]             # CE alone: the feature scale
+    calls += [partial(run, dv, r * dv, lm, g, seed=s) for dv, r, lm, g, s in cells]
+    done = run_parallel(calls, jobs=jobs)
+    scale = {s: r["feature_norm"] for s, r in zip(seeds, done)}
     rows = []
-    for dv, r, lm, g, s in itertools.product(delta_v, ratio, lam, gamma, seeds):
-        run = large_margin_ufm_run(dv, r * dv, lm, g, steps=steps, seed=s, record_every=steps, **run_kwargs)
+    for (dv, r, lm, g, s), res in zip(cells, done[len(seeds):]):
         rows.append({"delta_v": dv, "ratio": r, "lam": lm, "gamma": g, "seed": s, "delta_d": r * dv,
-                     "train_acc": run["train_acc"], "min_margin": run["min_margin"],
-                     "margin_over_dv": run["min_margin"] / dv, "max_spread": run["max_spread"],
-                     "spread_over_dv": run["max_spread"] / dv, "min_gap": run["min_gap"],
-                     "feature_norm": run["feature_norm"], "ce_feature_norm": scale[s],
+                     "train_acc": res["train_acc"], "min_margin": res["min_margin"],
+                     "margin_over_dv": res["min_margin"] / dv, "max_spread": res["max_spread"],
+                     "spread_over_dv": res["max_spread"] / dv, "min_gap": res["min_gap"],
+                     "feature_norm": res["feature_norm"], "ce_feature_norm": scale[s],
                      "dv_over_scale": dv / scale[s]})
     return pd.DataFrame(rows)
 

@@ -39,14 +39,20 @@ examples:
 """
 
 
-def _seeds(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds must be a number of seeds >= 1, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"--seeds must be >= 1, got {n}")
-    return n
+def _count_parser(flag: str, what: str):
+    """An argparse type: an integer >= 1 (``what``: what it counts), with an error that names ``flag``."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number of {what} >= 1, got {text!r}") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {n}")
+        return n
+    return parse
+
+
+_seeds = _count_parser("--seeds", "seeds")
 
 
 def _runs_json(study, df) -> list[dict]:

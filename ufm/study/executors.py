@@ -14,7 +14,6 @@ Both executors take the same list of :class:`~ufm.study.worker.RunTask` and yiel
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import socket
 import sys
@@ -23,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator
 
 from ufm.device import limited_threads
+from ufm.parallel import process_context
 from ufm.study.worker import RunOutcome, RunTask, execute_run
 
 __all__ = ["LocalExecutor", "RayExecutor", "make_executor", "available_cores", "BACKENDS"]
@@ -106,14 +106,9 @@ _BROKEN_POOL = ("a worker process of the study died (see its message above); a s
 
 
 def _worker_context():
-    """How worker processes start. Where the OS has it, a fork server that has imported the training code
-    once (about 4 s of imports: torch, torchvision, ufm) forks every worker, so a worker starts in a fraction
-    of a second and no worker inherits this process's threads or state; elsewhere a fresh interpreter."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["ufm.study.worker", "ufm.train"])
-        return ctx
-    return mp.get_context("spawn")
+    """How worker processes start (:func:`ufm.parallel.process_context`): forked from a fork server that has
+    imported the training code once, where the OS has one; fresh interpreters elsewhere."""
+    return process_context()
 
 
 def _outcome_of(fut, task: RunTask) -> RunOutcome:

@@ -1,7 +1,8 @@
-"""What computing an un-augmented SCL batch's second view once would save: one step of the `supcon` ci config
-with its two views pushed through the network (what training does today) against one forward pass whose
-outputs are tiled into the two views (the same objective and gradient in exact arithmetic; BatchNorm's running
-variance would differ, its unbiased correction counting B rows instead of 2B), side by side in one run.
+"""What computing an un-augmented SCL batch's views once saves: one step of the `supcon` ci config with its two
+identical views pushed through the network (``shared_views=false``) against one forward pass whose outputs are
+tiled into the two views (``shared_views=true``, the default: the same objective and gradient in exact
+arithmetic; BatchNorm's running variance differs, its unbiased correction counting B rows instead of 2B), side
+by side in one run, through the training loop's own step function.
 
     python benchmarks/bench_shared_views.py [--config supcon] [--profile ci] [--repeats 15] [--steps 20] [--threads 1]
 
@@ -17,7 +18,6 @@ import time
 
 import torch
 
-from ufm.losses.base import ModelOutput
 from ufm.train import BatchObjective, build_run, load_config
 
 
@@ -32,22 +32,20 @@ def make_arms(config: str, profile: str):
     b = cfg.batch_size
     x = run.train.to_input(run.train_x[:b].float())
     y = run.train_y[:b]
-    two_views = BatchObjective(model, loss, views)
+    step_fn = BatchObjective(model, loss, views)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
-    def pushed_twice():
-        obj, _ = two_views(torch.cat([x, x]), y)
+    def step(xv, shared):
+        obj, _ = step_fn(xv, y, shared=shared)
         opt.zero_grad(set_to_none=True)
         obj.backward()
         opt.step()
 
+    def pushed_twice():
+        step(torch.cat([x, x]), False)
+
     def computed_once():
-        f = model(x).features  # (B, d)
-        out = ModelOutput(torch.stack([f, f], dim=1), None, {})  # (B, 2, d): the two identical views
-        obj = loss.harness_objective(out, y, model)
-        opt.zero_grad(set_to_none=True)
-        obj.backward()
-        opt.step()
+        step(x, True)
 
     return {"two views through the network": pushed_twice, "one forward, tiled": computed_once}, b
 

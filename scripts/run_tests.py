@@ -107,7 +107,9 @@ def machine_busy() -> tuple[float, float] | None:
     except OSError:
         return None
     ticks = [int(v) for v in fields[:8]]
-    idle = ticks[3] + ticks[4]  # idle and iowait
+    # idle only: iowait (ticks[4]) counts as busy, since the kernel's iowait counter can go backwards (proc(5)),
+    # which made busy grow faster than total between two readings
+    idle = ticks[3]
     hz = os.sysconf("SC_CLK_TCK")
     return (sum(ticks) - idle) / hz, sum(ticks) / hz
 

@@ -344,3 +344,60 @@ def test_losses_report_epoch_statistics_one_way():
     assert loss.on_epoch_end(1, {}) == {}
     with pytest.raises(TypeError, match="must subclass ufm.losses.HarnessLoss"):
         register_loss("_not_a_harness_loss")(torch.nn.MSELoss)
+
+
+# ----------------------------------------------------------------------------- views computed once
+_BN = dict(TINY, augment=False, loss="supcon", model_kwargs={"widths": [32, 16], "batchnorm": True})
+
+
+def _flat_grad(model) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_shared_views_give_the_objective_and_gradient_of_the_copies():
+    """Two identical views through a BatchNorm network, or one pass tiled: the same function of the weights,
+    so the same objective and gradient up to float rounding (not a comparison between zeros)."""
+    import copy
+
+    from ufm.train import BatchObjective, build_run
+    from ufm.train.loop import shares_views
+
+    run = build_run(TrainConfig(**_BN))
+    assert run.views == 2 and shares_views(run)
+    twin = copy.deepcopy(run.model)
+    x, y = run.train.to_input(run.train_x[:64].float()), run.train_y[:64]
+    a, _ = BatchObjective(run.model, run.loss, 2)(torch.cat([x, x]), y)
+    b, _ = BatchObjective(twin, run.loss, 2)(x, y, shared=True)
+    a.backward()
+    b.backward()
+    ga, gb = _flat_grad(run.model), _flat_grad(twin)
+    assert abs(a.item() - b.item()) <= 1e-6 * abs(a.item()) and float(ga.norm()) > 1e-2
+    assert float((ga - gb).norm()) <= 1e-5 * float(ga.norm())
+    # the running variance's unbiased correction counts 64 rows, not 128: that, and only that, differs
+    bn = [n for n, _ in run.model.named_buffers() if n.endswith("running_var")]
+    ra, rb = dict(run.model.named_buffers()), dict(twin.named_buffers())
+    assert bn and all(not torch.equal(ra[n], rb[n]) for n in bn)
+    assert all(torch.allclose(ra[n], rb[n], rtol=5e-3) for n in bn)
+
+
+def test_views_are_shared_only_when_they_are_exact_copies():
+    from torch import nn
+
+    from ufm.train import build_run
+    from ufm.train.loop import _random_in_training, shares_views
+
+    assert not shares_views(build_run(TrainConfig(**{**_BN, "shared_views": False})))
+    assert not shares_views(build_run(TrainConfig(**{**_BN, "loss": "ce"})))               # one view
+    assert not shares_views(build_run(TrainConfig(**{**_BN, "augment": True})))            # random crops
+    assert _random_in_training(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)))
+    assert not _random_in_training(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.0), nn.BatchNorm1d(2)))
+
+
+def test_training_with_shared_views_follows_the_copies(tmp_path):
+    """Whole epochs: the training loss of the two ways agrees to float rounding on the first epoch (no
+    evaluation statistic enters it); the run record says which way it trained."""
+    one = train(TrainConfig(**_BN, epochs=1), tmp_path / "shared")
+    two = train(TrainConfig(**{**_BN, "shared_views": False}, epochs=1), tmp_path / "copies")
+    assert abs(one[0]["train_loss"] - two[0]["train_loss"]) <= 1e-4 * abs(two[0]["train_loss"])
+    assert json.loads((tmp_path / "shared" / "run.json").read_text())["views_shared"] is True
+    assert json.loads((tmp_path / "copies" / "run.json").read_text())["views_shared"] is False

@@ -68,6 +68,11 @@ class BatchAugment:
         self.crop_pad = check_int(spec.crop_pad if crop_pad is None else crop_pad, "crop_pad", low=0)
         self.flip = bool(spec.flip if flip is None else flip)
 
+    @property
+    def identity(self) -> bool:
+        """Every view an exact copy of the batch (disabled, or no crop and no flip): no random draw."""
+        return not self.enabled or (self.crop_pad == 0 and not self.flip)
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if not self.enabled:
             return x

@@ -61,6 +61,11 @@ FIELD_HELP: dict[str, str] = {
     "feature_dim": "add a Linear projection to this dimension before the classifier",
     "binding": "batch binding: append one fixed example per class to every batch",
     "augment": "random crop (+ flip where labels allow) of every view",
+    "shared_views": "when a loss's views are exact copies (augment false, or no crop and no flip) and the model draws "
+                    "no randomness in training (no dropout): one forward pass, its outputs tiled into the views (the "
+                    "same objective and gradient as the copies pushed through the network, about 0.7 of the step's "
+                    "time with two views; BatchNorm's running variance counts B rows, not V * B, in its unbiased "
+                    "correction). false: every copy through the network",
     "device": "auto | cpu | cuda | cuda:N",
     "amp": "mixed precision: none (or false) | fp16 (or true: float16 autocast + grad scaler, on CUDA only, ignored "
            "elsewhere) | bf16 (bfloat16 autocast, no grad scaler, on CUDA and CPU; Hopper-class GPUs prefer it). "
@@ -110,6 +115,7 @@ class TrainConfig:
     feature_dim: int | None = None
     binding: bool = False
     augment: bool = True
+    shared_views: bool = True
     device: str = "auto"
     amp: bool | str = True
     num_workers: int = 0
@@ -151,7 +157,8 @@ class TrainConfig:
         need(self.loss in LOSSES, f"unknown loss {self.loss!r}; available: {sorted(LOSSES)}")
         for name in ("model_kwargs", "loss_kwargs"):
             need(isinstance(getattr(self, name), dict), f"{name} must be a mapping, got {getattr(self, name)!r}")
-        for name in ("download", "nesterov", "final_relu", "binding", "augment", "sync_bn", "progress"):
+        for name in ("download", "nesterov", "final_relu", "binding", "augment", "shared_views", "sync_bn",
+                     "progress"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         amp_mode(self.amp)
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):

@@ -8,7 +8,8 @@ Per epoch e (0-based):
    ``torchrun`` each rank takes ``batch[rank::world]``;
 3. for each batch: ``loss.views`` augmented views (augmentation drawn from a CPU generator seeded by
    (seed, e, rank)), one forward pass of the stacked views, the outputs reshaped to (B, V, ...) when
-   V > 1 and gathered over ranks with gradients, ``obj = loss.harness_objective(out, labels, model)``,
+   V > 1 (views that are exact copies: one pass of the batch, tiled, see :func:`shares_views`) and
+   gathered over ranks with gradients, ``obj = loss.harness_objective(out, labels, model)``,
    SGD step (under ``amp``: float16 autocast + grad scaler on CUDA for fp16 / true, bfloat16 autocast
    without a scaler on CUDA or CPU for bf16; :func:`ufm.train.config.amp_dtype`);
 4. the learning rate of epoch e is ``lr * warm(e) * lr_gamma^(#milestones <= e)``;
@@ -124,6 +125,31 @@ def _split_views(out: ModelOutput, views: int) -> ModelOutput:
     return ModelOutput(split(out.features), split(out.logits), {k: split(v) for k, v in (out.activations or {}).items()})
 
 
+def _tile_views(out: ModelOutput, views: int) -> ModelOutput:
+    """(B, ...) outputs of one batch -> (B, V, ...): the V identical views of :func:`_split_views`."""
+    def tile(t):
+        return None if t is None else torch.stack([t] * views, dim=1)
+
+    return ModelOutput(tile(out.features), tile(out.logits), {k: tile(v) for k, v in (out.activations or {}).items()})
+
+
+def _random_in_training(model: nn.Module) -> bool:
+    """Whether a training-mode forward pass draws random numbers (dropout with p > 0, RReLU)."""
+    return any((isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0) or isinstance(m, nn.RReLU)
+               for m in model.modules())
+
+
+def shares_views(run) -> bool:
+    """Whether training computes the loss's views by one forward pass (config ``shared_views``): the views are
+    exact copies (several views, an identity augmentation) and the model draws no randomness in training.
+
+    Exact in exact arithmetic: with V identical copies stacked, BatchNorm's batch mean and (biased) variance
+    are those of one copy, so the network maps the stack to V copies of its output for every weight, and the
+    objective and its gradient are those of the one pass tiled. What differs: the running variance's unbiased
+    correction n / (n - 1) counts B rows, not V * B, and float rounding."""
+    return bool(run.cfg.shared_views and run.views > 1 and run.augment.identity and not _random_in_training(run.model))
+
+
 def _fill_kwargs(cls, kwargs: dict, num_classes: int, feature_dim: int) -> dict:
     """Fill ``num_classes`` / ``feature_dim`` / ``dim`` when the loss takes them and the config does not set them."""
     kw = dict(kwargs)
@@ -155,8 +181,9 @@ class BatchObjective(nn.Module):
         super().__init__()
         self.model, self.loss, self.views = model, loss, int(views)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, detect: bool = False):
-        o = _split_views(self.model(x), self.views)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, detect: bool = False, shared: bool = False):
+        # shared: x is one copy of the batch, its outputs tiled into the views (see shares_views)
+        o = (_tile_views if shared else _split_views)(self.model(x), self.views)
         if not _finite_output(o):  # before the loss, whose own check would not say why
             raise DivergedError("the model's features or logits are NaN or infinite")
         og, yg = ddp.gather_output(o, y)
@@ -319,7 +346,7 @@ def _write_run_record(out: Path, cfg: TrainConfig, run, place: _Place) -> dict:
     info = {"config": cfg.to_dict(), "class_counts": run.counts.tolist(), "minority_classes": run.minority.tolist(),
             "n_train": len(run.train), "n_test": len(run.test), "dataset": run.spec.description,
             "parameters": sum(p.numel() for p in run.model.parameters()), "views": run.views,
-            "device": str(place.device), "world_size": place.world, "torch": torch.__version__,
+            "views_shared": shares_views(run), "device": str(place.device), "world_size": place.world, "torch": torch.__version__,
             "python": platform.python_version(), "threads": torch.get_num_threads()}
     (out / RUN_FILE).write_text(json.dumps(info, indent=1) + "\n")
     return info
@@ -460,16 +487,16 @@ def train_one_epoch(run, step_fn, epoch: int, scoring: str | None, place: _Place
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-    total, count = 0.0, 0
+    total, count, shared = 0.0, 0, shares_views(run)
     for step, idx in enumerate(batches):
         if len(idx) < _min_batch(w):  # a rank would get fewer than 2 samples (BatchNorm cannot train on 1)
             continue
         local = torch.as_tensor(np.asarray(idx[r::w]), device=place.device)
         xb, yb = run.train_x[local], run.train_y[local]
-        x = run.train.to_input(run.augment.views(xb.float(), run.views, gen))
+        x = run.train.to_input(xb.float() if shared else run.augment.views(xb.float(), run.views, gen))
         with amp_ctx():
             try:
-                obj, detected = step_fn(x, yb, detect=scoring is None)
+                obj, detected = step_fn(x, yb, detect=scoring is None, shared=shared)
             except DivergedError as err:
                 raise ValueError(f"training diverged at epoch {epoch}, step {step}: {err}; lower lr, or check the loss "
                                  f"options {cfg.loss_kwargs}") from None

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Sequence
 
 from ufm.device import _check_threads, limited_threads, set_threads
 
-__all__ = ["run_parallel", "process_context", "PRELOAD"]
+__all__ = ["run_parallel", "process_context", "broken_pool_message", "PRELOAD"]
 
 # what the fork server imports once (about 4 s: torch, torchvision, ufm); the first pool of a process fixes it
 PRELOAD = ("ufm.study.worker", "ufm.train", "ufm.solvers")
@@ -43,9 +43,11 @@ def _call(fn: Callable[[], object]):
     return fn()
 
 
-_BROKEN = ("a worker process died (see its message above); a script that calls run_parallel with jobs > 1 must "
-           "do so under `if __name__ == '__main__':` (Python's multiprocessing imports the main script in every "
-           "worker), or the machine ran out of memory")
+def broken_pool_message(what: str) -> str:
+    """Why a pool of workers broke, for a caller that runs ``what`` (e.g. "a study") with jobs > 1."""
+    return (f"a worker process died (see its message above); a script that runs {what} with jobs > 1 must do so "
+            "under `if __name__ == '__main__':` (Python's multiprocessing imports the main script in every worker), "
+            "or the machine ran out of memory")
 
 
 def run_parallel(calls: Iterable[Callable[[], object]], jobs: int = 1, threads: int | None = None,
@@ -87,6 +89,6 @@ def run_parallel(calls: Iterable[Callable[[], object]], jobs: int = 1, threads: 
                     on_done(futures[f])
             return [f.result() for f in futures]
         except BrokenProcessPool:
-            raise RuntimeError(_BROKEN) from None
+            raise RuntimeError(broken_pool_message("run_parallel")) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

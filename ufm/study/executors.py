@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator
 
 from ufm.device import limited_threads
-from ufm.parallel import process_context
+from ufm.parallel import broken_pool_message, process_context
 from ufm.study.worker import RunOutcome, RunTask, execute_run
 
 __all__ = ["LocalExecutor", "RayExecutor", "make_executor", "available_cores", "BACKENDS"]
@@ -100,9 +100,7 @@ class LocalExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-_BROKEN_POOL = ("a worker process of the study died (see its message above); a script that runs a study with "
-                "jobs > 1 must do so under `if __name__ == '__main__':`, because every worker imports the main "
-                "script first (Python's multiprocessing), or the machine ran out of memory")
+_BROKEN_POOL = broken_pool_message("a study")
 
 
 def _worker_context():
